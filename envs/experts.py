@@ -1,0 +1,101 @@
+"""A scripted, bimodal TreeAvoid demonstrator that drives the single and the batched env alike.
+
+Once per episode it picks the side to pass the tree on, preferring the wider side: with the tree's offset
+u = tree_x / tree_offset_range in [-1, 1], it goes left with probability
+
+    p_left(u) = left_prob + offset_gain * u * min(left_prob, 1 - left_prob),
+
+which stays in [0, 1] and, since u is uniform and symmetric, averages exactly to ``left_prob``.
+It keeps its lane, then swerves late and decisively (a saturating proportional controller) to a point
+beside the tree, passes it and drifts back to the lane centre. Small Gaussian noise is added to its actions.
+Hesitating between the two sides at the swerve point is fatal, which is what makes the task a test of
+multimodal imitation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from envs.tree_avoid import TreeAvoidParams
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    left_prob: float = 0.5  # overall probability of passing the tree on the left
+    offset_gain: float = 0.8  # how strongly the tree's offset tilts the choice toward the wider side
+    noise: float = 0.05  # standard deviation of the Gaussian action noise
+    swerve_distance: float = 1.0  # start swerving this far before the tree's centre
+    pass_distance: float = 0.35  # keep the passing line until this far beyond the tree's centre
+    clearance: float = 0.15  # lateral gap kept between the car and the tree's edge
+    swerve_gain: float = 6.0  # proportional gain while swerving (saturates: decisive)
+    lane_gain: float = 1.5  # proportional gain toward the lane centre otherwise (smooth)
+    cruise_throttle: float = 0.5
+    swerve_throttle: float = 0.0  # slow down a little while swerving: both action dimensions matter
+
+    def __post_init__(self):
+        if not 0.0 <= self.left_prob <= 1.0:
+            raise ValueError(f"left_prob must lie in [0, 1], got {self.left_prob}")
+        if not 0.0 <= self.offset_gain <= 1.0:
+            raise ValueError(f"offset_gain must lie in [0, 1], got {self.offset_gain}")
+        if not (self.noise >= 0.0 and np.isfinite(self.noise)):
+            raise ValueError(f"noise must be a finite number >= 0, got {self.noise}")
+
+
+class TreeAvoidExpert:
+    """Batched scripted expert. ``reset(obs, mask)`` draws sides, ``act(obs)`` returns (N, 2) actions."""
+
+    def __init__(
+        self,
+        params: TreeAvoidParams | None = None,
+        config: ExpertConfig | None = None,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ):
+        self.params = params or TreeAvoidParams()
+        self.config = config or ExpertConfig()
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.side_sign: torch.Tensor | None = None  # (N,) -1 left, +1 right
+
+    def left_probability(self, tree_x: torch.Tensor) -> torch.Tensor:
+        """(N,) probability of choosing the left side given the tree's lateral position (N,)."""
+        c = self.config
+        u = (tree_x / self.params.tree_offset_range).clamp(-1.0, 1.0)
+        return c.left_prob + c.offset_gain * u * min(c.left_prob, 1.0 - c.left_prob)
+
+    def reset(self, obs: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Draw a side for each environment of obs (N, 3) where mask (N,) is true (all when None)."""
+        p_left = self.left_probability(obs[:, 2])
+        u = torch.rand(p_left.shape, generator=self.generator, device=self.device)
+        sign = torch.where(u < p_left, -1.0, 1.0)
+        if self.side_sign is None or mask is None or self.side_sign.shape != sign.shape:
+            self.side_sign = sign
+        else:
+            self.side_sign = torch.where(mask, sign, self.side_sign)
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """(N, 2) actions in [-1, 1] for observations (N, 3)."""
+        if self.side_sign is None:
+            raise RuntimeError("call reset(obs) before act(obs)")
+        p, c = self.params, self.config
+        x, y, tree_x = obs[:, 0], obs[:, 1], obs[:, 2]
+        swerving = (y >= p.tree_y - c.swerve_distance) & (y < p.tree_y + c.pass_distance)
+        pass_x = tree_x + self.side_sign * (p.tree_radius + c.clearance)
+        target = torch.where(swerving, pass_x, torch.zeros_like(x))
+        gain = torch.where(swerving, c.swerve_gain, c.lane_gain)
+        lateral = (gain * (target - x) / p.max_lateral_speed).clamp(-1.0, 1.0)
+        throttle = torch.where(swerving, c.swerve_throttle, c.cruise_throttle)
+        action = torch.stack([lateral, throttle], dim=-1)  # (N, 2)
+        noise = torch.randn(action.shape, generator=self.generator, device=self.device) * c.noise
+        return (action + noise).clamp(-1.0, 1.0)
+
+    # numpy convenience for the single gymnasium env
+    def reset_single(self, obs: np.ndarray) -> None:
+        self.reset(torch.as_tensor(obs, dtype=torch.float32, device=self.device).reshape(1, -1))
+
+    def act_single(self, obs: np.ndarray) -> np.ndarray:
+        a = self.act(torch.as_tensor(obs, dtype=torch.float32, device=self.device).reshape(1, -1))
+        return a[0].cpu().numpy()

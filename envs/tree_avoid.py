@@ -1,0 +1,353 @@
+"""TreeAvoid: a top-down driving task whose demonstrations are bimodal.
+
+The car drives up a straight road; a tree stands ahead near the lane centre. Passing it on the left or on
+the right are both correct; driving between the two (what a unimodal policy does when it averages the
+demonstrations) is not.
+
+The dynamics are written once, as pure functions of tensors with a leading batch dimension
+(:func:`reset_state`, :func:`step_state`). :class:`TreeAvoidEnv` (the gymnasium env) calls them with a batch
+of one; :class:`TreeAvoidVectorEnv` keeps a batch of states on a torch device and auto-resets finished
+environments with ``torch.where``. Both therefore agree to the bit.
+
+Coordinates: x is lateral (negative = left), y is forward. Action: ``(lateral, throttle)`` in [-1, 1]^2.
+Observation: ``(car_x, car_y, tree_x)``; which side the demonstrator picked is never observed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+SIDE_NONE, SIDE_LEFT, SIDE_RIGHT = 0, 1, 2
+SIDE_NAMES = ("none", "left", "right")
+
+
+@dataclass(frozen=True)
+class TreeAvoidParams:
+    """Physical constants of the task (lengths in metres, times in seconds)."""
+
+    dt: float = 0.1  # integration step
+    road_half_width: float = 1.0  # |x| beyond this is off the road
+    start_x_range: float = 0.1  # car starts at x ~ U(-r, r), y = 0
+    tree_y: float = 3.0  # the tree's forward position
+    tree_radius: float = 0.3  # a collision is any point of the path inside this disc
+    tree_offset_range: float = 0.2  # tree_x ~ U(-r, r)
+    finish_y: float = 5.0  # crossing this line is a success
+    max_lateral_speed: float = 1.0  # lateral action 1 means this many m/s
+    min_forward_speed: float = 0.25  # throttle -1
+    max_forward_speed: float = 1.25  # throttle +1
+    max_steps: int = 200  # time limit (truncation)
+    approach_distance: float = 1.5  # dithering is counted while tree_y - y lies in (0, this]
+
+    @property
+    def obs_dim(self) -> int:
+        return 3
+
+
+class TreeAvoidState(NamedTuple):
+    """The whole state of a batch of environments; every field has a leading batch dimension (N,)."""
+
+    x: torch.Tensor  # (N,) float32 lateral position
+    y: torch.Tensor  # (N,) float32 forward position
+    tree_x: torch.Tensor  # (N,) float32 lateral position of the tree
+    t: torch.Tensor  # (N,) int64 steps taken this episode
+    side: torch.Tensor  # (N,) int64 SIDE_* of the tree row crossing, SIDE_NONE before
+    x_at_tree: torch.Tensor  # (N,) float32 x where the path crossed the tree row (NaN before)
+    heading: torch.Tensor  # (N,) int64 side the car last headed for (-1 left, +1 right, 0 unknown)
+    switches: torch.Tensor  # (N,) int64 changes of heading while approaching the tree
+    seed: torch.Tensor  # (N,) int64 seed of this environment's stream of episodes
+    episode: torch.Tensor  # (N,) int64 episodes started from this seed (counter for the reset noise)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Counter-based randomness: an episode's start depends only on (seed, episode index), never on the batch
+# size or on the order in which environments finish, so the single and the batched env draw the same starts.
+# ---------------------------------------------------------------------------------------------------------
+_MASK32 = 0xFFFFFFFF
+
+
+def _hash32(v: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mixer (lowbias32) on int64 tensors holding values in [0, 2^32)."""
+    v = v & _MASK32
+    v = v ^ (v >> 16)
+    v = (v * 0x7FEB352D) & _MASK32  # int64 products wrap; the low 32 bits stay exact
+    v = v ^ (v >> 15)
+    v = (v * 0x846CA68B) & _MASK32
+    v = v ^ (v >> 16)
+    return v
+
+
+def counter_uniform(seed: torch.Tensor, counter: torch.Tensor, stream: int) -> torch.Tensor:
+    """Uniform [0, 1) float32 numbers that are a pure function of (seed, counter, stream). Shapes broadcast."""
+    h = _hash32(seed + 0x9E3779B9 * stream)
+    h = _hash32(h ^ _hash32(counter + 0x85EBCA6B))
+    return (h >> 8).to(torch.float32) * (1.0 / (1 << 24))  # 24 bits: exact in float32
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The dynamics, once.
+# ---------------------------------------------------------------------------------------------------------
+def observe(state: TreeAvoidState) -> torch.Tensor:
+    """(N, 3) float32 observation: car x, car y, tree x."""
+    return torch.stack([state.x, state.y, state.tree_x], dim=-1)
+
+
+def _start(params: TreeAvoidParams, seed: torch.Tensor, episode: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    u_car = counter_uniform(seed, episode, stream=1)  # (N,)
+    u_tree = counter_uniform(seed, episode, stream=2)  # (N,)
+    x0 = (2.0 * u_car - 1.0) * params.start_x_range
+    tree_x = (2.0 * u_tree - 1.0) * params.tree_offset_range
+    return x0, tree_x
+
+
+def reset_state(params: TreeAvoidParams, seed: torch.Tensor, episode: torch.Tensor | None = None) -> TreeAvoidState:
+    """Fresh episodes for a batch of seeds (N,) int64; ``episode`` (N,) int64 counts resets of each seed."""
+    if episode is None:
+        episode = torch.zeros_like(seed)
+    x0, tree_x = _start(params, seed, episode)
+    zeros_i = torch.zeros_like(seed)
+    return TreeAvoidState(
+        x=x0,
+        y=torch.zeros_like(x0),
+        tree_x=tree_x,
+        t=zeros_i,
+        side=zeros_i,
+        x_at_tree=torch.full_like(x0, float("nan")),
+        heading=zeros_i,
+        switches=zeros_i,
+        seed=seed,
+        episode=episode,
+    )
+
+
+def _segment_hits_disc(x0, y0, x1, y1, cx, cy, r) -> torch.Tensor:
+    """(N,) bool: does the segment (x0, y0)-(x1, y1) pass within r of (cx, cy)? Catches fast fly-throughs."""
+    dx, dy = x1 - x0, y1 - y0
+    seg2 = (dx * dx + dy * dy).clamp_min(1e-12)
+    s = (((cx - x0) * dx + (cy - y0) * dy) / seg2).clamp(0.0, 1.0)
+    px, py = x0 + s * dx - cx, y0 + s * dy - cy
+    return px * px + py * py < r * r
+
+
+def step_state(
+    params: TreeAvoidParams, state: TreeAvoidState, action: torch.Tensor
+) -> tuple[TreeAvoidState, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Advance a batch of states by one step.
+
+    Args:
+        action: (N, 2) float, clipped to [-1, 1]: lateral speed command and throttle.
+    Returns:
+        (state, obs (N, 3), reward (N,), terminated (N,) bool, truncated (N,) bool, info) where info holds
+        (N,) tensors ``success``, ``collision``, ``off_road`` (bool), ``side``, ``switches`` (int64) and
+        ``x_at_tree`` (float, NaN until the tree row is crossed).
+    """
+    p = params
+    a = action.to(state.x.dtype).clamp(-1.0, 1.0)
+    vx = a[:, 0] * p.max_lateral_speed  # (N,)
+    vy = p.min_forward_speed + (a[:, 1] + 1.0) * 0.5 * (p.max_forward_speed - p.min_forward_speed)  # (N,)
+    x = state.x + vx * p.dt
+    y = state.y + vy * p.dt
+    t = state.t + 1
+
+    # Side of the tree: fixed when the path first crosses the tree row, from the interpolated crossing point.
+    crossing = (state.y < p.tree_y) & (y >= p.tree_y)
+    frac = (p.tree_y - state.y) / (y - state.y)
+    x_cross = state.x + frac * (x - state.x)
+    side_now = torch.where(x_cross < state.tree_x, SIDE_LEFT, SIDE_RIGHT)
+    side = torch.where(crossing, side_now, state.side)
+    x_at_tree = torch.where(crossing, x_cross, state.x_at_tree)
+
+    # Dithering: the side the car heads for is where its current velocity would carry it at the tree row.
+    time_to_tree = (p.tree_y - y) / vy
+    predicted = x + vx * time_to_tree - state.tree_x
+    heading_now = torch.where(predicted < 0, -1, 1)
+    approaching = (p.tree_y - y > 0) & (p.tree_y - y <= p.approach_distance)
+    switched = approaching & (state.heading != 0) & (heading_now != state.heading)
+    switches = state.switches + switched.long()
+    heading = torch.where(approaching, heading_now, state.heading)
+
+    collision = _segment_hits_disc(state.x, state.y, x, y, state.tree_x, torch.full_like(x, p.tree_y), p.tree_radius)
+    off_road = (x.abs() > p.road_half_width) & ~collision
+    success = (y >= p.finish_y) & ~collision & ~off_road
+    terminated = collision | off_road | success
+    truncated = (t >= p.max_steps) & ~terminated
+
+    reward = (y - state.y) + success.float() - (collision | off_road).float()  # progress, +1 finish, -1 crash
+    new_state = TreeAvoidState(x, y, state.tree_x, t, side, x_at_tree, heading, switches, state.seed, state.episode)
+    info = {
+        "success": success,
+        "collision": collision,
+        "off_road": off_road,
+        "side": side,
+        "switches": switches,
+        "x_at_tree": x_at_tree,
+    }
+    return new_state, observe(new_state), reward, terminated, truncated, info
+
+
+def where_state(mask: torch.Tensor, a: TreeAvoidState, b: TreeAvoidState) -> TreeAvoidState:
+    """Per environment, ``a`` where mask (N,) is true, else ``b``: autoreset without a Python branch."""
+    return TreeAvoidState(*(torch.where(mask, fa, fb) for fa, fb in zip(a, b)))
+
+
+def _observation_space(params: TreeAvoidParams) -> gym.spaces.Box:
+    # Bounds a little beyond what the dynamics can reach in one step past the edges.
+    margin = params.max_forward_speed * params.dt + 0.5
+    w = params.road_half_width + margin
+    low = np.array([-w, -margin, -params.tree_offset_range], dtype=np.float32)
+    high = np.array([w, params.finish_y + margin, params.tree_offset_range], dtype=np.float32)
+    return gym.spaces.Box(low, high, dtype=np.float32)
+
+
+ACTION_SPACE = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rendering (numpy only: no display needed)
+# ---------------------------------------------------------------------------------------------------------
+def render_frame(params: TreeAvoidParams, path: np.ndarray, tree_x: float, width: int = 240, height: int = 400) -> np.ndarray:
+    """(H, W, 3) uint8 picture of the road, the tree, the finish line and the path (P, 2) so far."""
+    p = params
+    img = np.full((height, width, 3), (70, 150, 70), dtype=np.uint8)  # grass
+    x_lo, x_hi = -p.road_half_width - 0.2, p.road_half_width + 0.2
+    y_lo, y_hi = -0.2, p.finish_y + 0.3
+    cols = (np.arange(width) + 0.5) / width * (x_hi - x_lo) + x_lo  # (W,)
+    rows = y_hi - (np.arange(height) + 0.5) / height * (y_hi - y_lo)  # (H,)
+    X, Y = np.meshgrid(cols, rows)
+    img[np.abs(X) <= p.road_half_width] = (110, 110, 110)
+    img[np.abs(Y - p.finish_y) < 0.03] = (240, 240, 240)
+    img[(X - tree_x) ** 2 + (Y - p.tree_y) ** 2 < p.tree_radius**2] = (30, 90, 30)
+
+    def to_pixel(px, py):
+        return (
+            np.clip(((y_hi - py) / (y_hi - y_lo) * height).astype(int), 0, height - 1),
+            np.clip(((px - x_lo) / (x_hi - x_lo) * width).astype(int), 0, width - 1),
+        )
+
+    if len(path) > 0:
+        # Dense samples along the path so that it draws as a line.
+        s = np.linspace(0, len(path) - 1, num=max(2, 8 * len(path)))
+        px = np.interp(s, np.arange(len(path)), path[:, 0])
+        py = np.interp(s, np.arange(len(path)), path[:, 1])
+        r, c = to_pixel(px, py)
+        img[r, c] = (250, 210, 40)
+        r, c = to_pixel(path[-1:, 0], path[-1:, 1])
+        img[max(r[0] - 4, 0) : r[0] + 5, max(c[0] - 3, 0) : c[0] + 4] = (200, 30, 30)  # the car
+    return img
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The single gymnasium env: the batched functions with a batch of one.
+# ---------------------------------------------------------------------------------------------------------
+class TreeAvoidEnv(gym.Env):
+    """Single TreeAvoid environment with numpy observations (float32, shape (3,)) and actions (2,)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, render_mode: str | None = None, params: TreeAvoidParams | None = None, **overrides: Any):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.params = params or TreeAvoidParams(**overrides)
+        self.render_mode = render_mode
+        self.observation_space = _observation_space(self.params)
+        self.action_space = ACTION_SPACE
+        self._seed = int(np.random.SeedSequence().generate_state(1)[0])  # unseeded: fresh entropy
+        self._episode = -1
+        self._state: TreeAvoidState | None = None
+        self._path: list[tuple[float, float]] = []
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._seed, self._episode = int(seed) & _MASK32, -1
+        self._episode += 1
+        self._state = reset_state(
+            self.params, torch.tensor([self._seed], dtype=torch.int64), torch.tensor([self._episode])
+        )
+        self._path = [(float(self._state.x[0]), float(self._state.y[0]))]
+        return observe(self._state)[0].numpy(), {}
+
+    def step(self, action):
+        if self._state is None:
+            raise RuntimeError("call reset() before step()")
+        a = torch.as_tensor(np.asarray(action, dtype=np.float32).reshape(1, 2))
+        self._state, obs, reward, terminated, truncated, info = step_state(self.params, self._state, a)
+        self._path.append((float(self._state.x[0]), float(self._state.y[0])))
+        info_np = {k: v[0].item() for k, v in info.items()}
+        if info_np["x_at_tree"] != info_np["x_at_tree"]:  # NaN until the tree row is crossed: leave it out
+            del info_np["x_at_tree"]
+        return obs[0].numpy(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), info_np
+
+    def render(self):
+        if self.render_mode != "rgb_array" or self._state is None:
+            return None
+        return render_frame(self.params, np.asarray(self._path, dtype=np.float32), float(self._state.tree_x[0]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The batched twin: all state on a torch device.
+# ---------------------------------------------------------------------------------------------------------
+class TreeAvoidVectorEnv(VectorEnv):
+    """N TreeAvoid environments stepped together as torch tensors on ``device``.
+
+    Takes and returns tensors on its device. Finished environments are reset in the same step
+    (``AutoresetMode.SAME_STEP``): the returned observation is the new episode's first, and
+    ``info["final_obs"]`` holds the last observation of the episode that ended.
+    Environment i of ``reset(seed=s)`` plays the same episodes as the single env after ``reset(seed=s + i)``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        device: str | torch.device = "cpu",
+        render_mode: str | None = None,
+        params: TreeAvoidParams | None = None,
+        **overrides: Any,
+    ):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+        self.params = params or TreeAvoidParams(**overrides)
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        self.render_mode = render_mode
+        self.single_observation_space = _observation_space(self.params)
+        self.single_action_space = ACTION_SPACE
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.state: TreeAvoidState | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        seeds = (torch.arange(self.num_envs, dtype=torch.int64, device=self.device) + int(seed)) & _MASK32
+        self.state = reset_state(self.params, seeds)
+        return observe(self.state), {}
+
+    def step(self, actions: torch.Tensor):
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        actions = torch.as_tensor(actions, device=self.device)
+        stepped, obs, reward, terminated, truncated, info = step_state(self.params, self.state, actions)
+        done = terminated | truncated
+        fresh = reset_state(self.params, stepped.seed, stepped.episode + 1)
+        self.state = where_state(done, fresh, stepped)
+        info = dict(info, final_obs=obs, done=done)
+        return observe(self.state), reward, terminated, truncated, info
+
+    def render(self):
+        if self.render_mode != "rgb_array" or self.state is None:
+            return None
+        # The first environment, with its current position only (the batched env keeps no path history).
+        s = self.state
+        return render_frame(self.params, np.array([[float(s.x[0]), float(s.y[0])]]), float(s.tree_x[0]))
+
+    def params_dict(self) -> dict[str, Any]:
+        return asdict(self.params)
