@@ -6,7 +6,7 @@ u = tree_x / tree_offset_range in [-1, 1], it goes left with probability
     p_left(u) = left_prob + offset_gain * u * min(left_prob, 1 - left_prob),
 
 which stays in [0, 1] and, since u is uniform and symmetric, averages exactly to ``left_prob``.
-It keeps its lane, then swerves late and decisively (a saturating proportional controller) to a point
+It keeps its lane, then swerves at the last moment and decisively (a saturating proportional controller) to a point
 beside the tree, passes it and drifts back to the lane centre. Small Gaussian noise is added to its actions.
 Hesitating between the two sides at the swerve point is fatal, which is what makes the task a test of
 multimodal imitation.
@@ -27,13 +27,13 @@ class ExpertConfig:
     left_prob: float = 0.5  # overall probability of passing the tree on the left
     offset_gain: float = 0.8  # how strongly the tree's offset tilts the choice toward the wider side
     noise: float = 0.05  # standard deviation of the Gaussian action noise
-    swerve_distance: float = 1.0  # start swerving this far before the tree's centre
+    clearance: float = 0.12  # lateral gap kept between the car and the tree's edge
+    margin: float = 0.1  # forward distance to spare: the passing line is reached this far before the tree's front
     pass_distance: float = 0.35  # keep the passing line until this far beyond the tree's centre
-    clearance: float = 0.15  # lateral gap kept between the car and the tree's edge
-    swerve_gain: float = 6.0  # proportional gain while swerving (saturates: decisive)
+    swerve_gain: float = 8.0  # proportional gain while swerving (saturates: decisive; gain * dt < 1: no overshoot)
     lane_gain: float = 1.5  # proportional gain toward the lane centre otherwise (smooth)
     cruise_throttle: float = 0.5
-    swerve_throttle: float = 0.0  # slow down a little while swerving: both action dimensions matter
+    swerve_throttle: float = 1.0  # and speed up through it: the throttle matters too
 
     def __post_init__(self):
         if not 0.0 <= self.left_prob <= 1.0:
@@ -82,8 +82,13 @@ class TreeAvoidExpert:
             raise RuntimeError("call reset(obs) before act(obs)")
         p, c = self.params, self.config
         x, y, tree_x = obs[:, 0], obs[:, 1], obs[:, 2]
-        swerving = (y >= p.tree_y - c.swerve_distance) & (y < p.tree_y + c.pass_distance)
         pass_x = tree_x + self.side_sign * (p.tree_radius + c.clearance)
+        # Swerve as late as possible: at full lateral speed the passing line is reached just before the tree's
+        # front (y = tree_y - radius - margin). Nothing before that point shows which side will be taken.
+        forward_speed = p.min_forward_speed + (c.swerve_throttle + 1.0) * 0.5 * (p.max_forward_speed - p.min_forward_speed)
+        lateral_time = (pass_x - x).abs() / p.max_lateral_speed
+        swerve_y = p.tree_y - p.tree_radius - c.margin - forward_speed * lateral_time
+        swerving = (y >= swerve_y) & (y < p.tree_y + c.pass_distance)
         target = torch.where(swerving, pass_x, torch.zeros_like(x))
         gain = torch.where(swerving, c.swerve_gain, c.lane_gain)
         lateral = (gain * (target - x) / p.max_lateral_speed).clamp(-1.0, 1.0)

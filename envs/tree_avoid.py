@@ -42,7 +42,7 @@ class TreeAvoidParams:
     max_lateral_speed: float = 1.0  # lateral action 1 means this many m/s
     min_forward_speed: float = 0.25  # throttle -1
     max_forward_speed: float = 1.25  # throttle +1
-    max_steps: int = 200  # time limit (truncation)
+    max_steps: int = 100  # time limit (truncation): about twice the expert's episode
     approach_distance: float = 1.5  # dithering is counted while tree_y - y lies in (0, this]
 
     @property

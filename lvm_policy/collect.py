@@ -21,6 +21,7 @@ import torch
 
 from envs.experts import ExpertConfig, TreeAvoidExpert
 from envs.tree_avoid import TreeAvoidParams, TreeAvoidVectorEnv
+from lvm_policy.checkpoint import replace_dir
 
 DATA_FORMAT = "hdf5"
 DATASET_ID = "tree_avoid/expert-v0"
@@ -144,15 +145,7 @@ def write_minari(data: Episodes, out: Path, description: str, seed: int) -> None
                 eval_env=gym.spec("TreeAvoid-v0"),
                 data_format=DATA_FORMAT,
             )
-        staged = tmp_root / DATASET_ID
-        backup = None
-        if out.exists():
-            backup = out.with_name(out.name + ".old")
-            shutil.rmtree(backup, ignore_errors=True)
-            out.rename(backup)
-        staged.rename(out)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
+        replace_dir(tmp_root / DATASET_ID, out)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
 

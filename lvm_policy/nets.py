@@ -1,0 +1,39 @@
+"""Small network builders shared by the policy classes."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def mlp(in_dim: int, out_dim: int, hidden_dim: int = 256, num_layers: int = 2, activation: type[nn.Module] = nn.Mish) -> nn.Sequential:
+    """``num_layers`` hidden layers of width ``hidden_dim`` with ``activation``, then a linear output layer."""
+    layers: list[nn.Module] = []
+    d = in_dim
+    for _ in range(num_layers):
+        layers += [nn.Linear(d, hidden_dim), activation()]
+        d = hidden_dim
+    layers.append(nn.Linear(d, out_dim))
+    return nn.Sequential(*layers)
+
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def diag_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, diag(exp(log_std)^2)) summed over the last dimension. Shapes broadcast; returns (...)."""
+    z = (x - mean) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - 0.5 * LOG_2PI).sum(-1)
+
+
+def diag_gaussian_kl(mean_q: torch.Tensor, log_var_q: torch.Tensor, mean_p: torch.Tensor, log_var_p: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean_q, var_q) || N(mean_p, var_p)) per dimension (closed form, no sum): (..., D)."""
+    return 0.5 * (log_var_p - log_var_q + (log_var_q.exp() + (mean_q - mean_p).pow(2)) * torch.exp(-log_var_p) - 1.0)
+
+
+def bounded_log_std(raw: torch.Tensor, min_std: float, max_std: float) -> torch.Tensor:
+    """Map an unbounded network output to log of a standard deviation in [min_std, max_std] smoothly."""
+    lo, hi = math.log(min_std), math.log(max_std)
+    return lo + (hi - lo) * torch.sigmoid(raw)

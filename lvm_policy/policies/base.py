@@ -1,0 +1,252 @@
+"""The policy interface, written once: normalisation, ``act``, SB3 ``predict``, save and load.
+
+A policy class writes only what differs: ``_loss``, ``_log_prob``, ``_sample`` and ``_mode`` on normalised
+observations and raw (environment-space) actions. Everything public goes through this base class, so the
+training loop, the evaluator and stable-baselines3 never ask which class they hold.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from lvm_policy.checkpoint import atomic_write_bytes, atomic_write_text
+from lvm_policy.errors import CheckpointError
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
+
+
+@dataclass
+class PolicyConfig:
+    """Options every class shares. Subclass it for a class's own options."""
+
+    hidden_dim: int = 256
+    """width of every hidden layer"""
+    num_layers: int = 2
+    """hidden layers per network"""
+
+    def validate(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not np.isfinite(v):
+                raise ValueError(f"{f.name} must be finite, got {v}")
+        if self.hidden_dim < 1 or self.num_layers < 0:
+            raise ValueError(f"hidden_dim must be >= 1 and num_layers >= 0, got {self.hidden_dim}, {self.num_layers}")
+
+
+_REGISTRY: dict[str, type[Policy]] = {}
+
+
+def register_policy(cls: type[Policy]) -> type[Policy]:
+    """Class decorator: make ``cls`` available by ``cls.name`` to make_policy and load_policy."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"policy name {cls.name!r} is already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_policies() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def policy_class(name: str) -> type[Policy]:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(list_policies())}")
+    return _REGISTRY[name]
+
+
+class Policy(nn.Module):
+    """Base of every policy: pi(a | s) with a loss, a log-density, sampling and acting."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[PolicyConfig]]
+
+    def __init__(self, obs_dim: int, act_dim: int, config: PolicyConfig, action_low: float = -1.0, action_high: float = 1.0):
+        super().__init__()
+        config.validate()
+        self.obs_dim, self.act_dim, self.config = obs_dim, act_dim, config
+        self.env_id: str | None = None  # recorded at training time, checked at evaluation
+        # Normalisation statistics are buffers: they are saved and moved with the weights.
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+        self.register_buffer("act_mean", torch.zeros(act_dim))
+        self.register_buffer("act_std", torch.ones(act_dim))
+        self.register_buffer("act_low", torch.full((act_dim,), float(action_low)))
+        self.register_buffer("act_high", torch.full((act_dim,), float(action_high)))
+
+    # ----------------------------------------------------------------------------------- normalisation
+    @torch.no_grad()
+    def fit_normalizer(self, obs: torch.Tensor, act: torch.Tensor) -> None:
+        """Set observation and action statistics from data (N, O), (N, A); constant columns get std 1."""
+        self.obs_mean.copy_(obs.mean(0))
+        self.obs_std.copy_(torch.where(obs.std(0) > 1e-6, obs.std(0), torch.ones_like(self.obs_std)))
+        self.act_mean.copy_(act.mean(0))
+        self.act_std.copy_(torch.where(act.std(0) > 1e-6, act.std(0), torch.ones_like(self.act_std)))
+
+    def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.obs_mean) / self.obs_std
+
+    def normalize_act(self, act: torch.Tensor) -> torch.Tensor:
+        return (act - self.act_mean) / self.act_std
+
+    def denormalize_act(self, act_n: torch.Tensor) -> torch.Tensor:
+        return act_n * self.act_std + self.act_mean
+
+    def act_log_jacobian(self) -> torch.Tensor:
+        """log |d a_n / d a|: add to a log-density of normalised actions to get one of raw actions."""
+        return -torch.log(self.act_std).sum()
+
+    # ---------------------------------------------------------------------- what each class writes
+    def _loss(self, obs_n: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def _log_prob(self, obs_n: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _sample(self, obs_n: torch.Tensor, n: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _mode(self, obs_n: torch.Tensor) -> torch.Tensor:
+        """The low-noise action: the class's discrete or latent choice is still drawn, its noise is not."""
+        raise NotImplementedError
+
+    def _act(self, obs_n: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        """(B, A) raw actions; a class with per-episode state (a held latent) overrides this."""
+        return self._mode(obs_n) if deterministic else self._sample(obs_n, 1)[:, 0]
+
+    def on_train_step(self, step: int) -> None:
+        """Called by the training loop before each update (for schedules such as a KL warm-up)."""
+
+    def reset(self, mask: torch.Tensor | None = None) -> None:
+        """Forget per-episode state (e.g. a held latent) for the environments where mask (N,) is true."""
+
+    # ------------------------------------------------------------------------------ the interface
+    def loss(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss on a batch (B, O), (B, A) and a dict of logged floats (one host sync, at the end)."""
+        loss, logs = self._loss(self.normalize_obs(obs), act)
+        values = torch.stack([loss.detach()] + [v.detach().float().reshape(()) for v in logs.values()]).tolist()
+        return loss, dict(zip(["loss", *logs.keys()], values))
+
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """(B,) log-density of raw actions (exact, or a lower bound for latent-variable classes)."""
+        return self._log_prob(self.normalize_obs(obs), act)
+
+    def sample(self, obs: torch.Tensor, n: int = 1) -> torch.Tensor:
+        """(B, n, A) actions drawn from pi(. | s), inside the action box."""
+        a = self._sample(self.normalize_obs(obs), n)
+        return torch.maximum(torch.minimum(a, self.act_high), self.act_low)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """(B, A) actions for observations (B, O); torch in and out, on the policy's device."""
+        a = self._act(self.normalize_obs(obs.to(self.obs_mean.dtype)), deterministic)
+        return torch.maximum(torch.minimum(a, self.act_high), self.act_low)
+
+    @torch.no_grad()
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        """stable-baselines3's protocol: numpy observation (O,) or (N, O) in, (action, state) out."""
+        was_training = self.training
+        self.eval()
+        obs = torch.as_tensor(np.asarray(observation, dtype=np.float32), device=self.obs_mean.device)
+        single = obs.dim() == 1
+        obs = obs.reshape(-1, self.obs_dim)
+        if episode_start is not None:
+            self.reset(torch.as_tensor(np.asarray(episode_start, dtype=bool).reshape(-1), device=obs.device))
+        action = self.act(obs, deterministic=deterministic).cpu().numpy()
+        if was_training:
+            self.train()
+        return (action[0] if single else action), state
+
+    @property
+    def device(self) -> torch.device:
+        return self.obs_mean.device
+
+    # ------------------------------------------------------------------------------ save / load
+    def describe(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "policy": self.name,
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "env_id": self.env_id,
+            "config": asdict(self.config),
+        }
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``model.safetensors`` (weights and normalisers) and ``config.json``, each atomically."""
+        from safetensors.torch import save
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        atomic_write_bytes(directory / WEIGHTS_FILE, save(tensors))
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(self.describe(), indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> Policy:
+        return load_policy(directory, device)
+
+
+def load_policy(directory: str | Path, device: str | torch.device = "cpu") -> Policy:
+    """Rebuild any registered policy from a folder written by ``save`` (or a run folder's ``best/``).
+
+    Only JSON and safetensors are read: no code runs. Anything wrong raises :class:`CheckpointError`.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    if (directory / "best" / WEIGHTS_FILE).is_file() and not (directory / WEIGHTS_FILE).is_file():
+        directory = directory / "best"  # a training run folder
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such checkpoint folder")
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    if not weights_path.is_file():
+        pickles = [p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        if pickles:
+            raise CheckpointError(f"{directory}: refusing to load {pickles[0]}: only safetensors checkpoints are loaded (pickle can run code)")
+        raise CheckpointError(f"{directory}: no {WEIGHTS_FILE}")
+    try:
+        meta = json.loads(config_path.read_text())
+        name, obs_dim, act_dim = meta["policy"], int(meta["obs_dim"]), int(meta["act_dim"])
+        if int(meta.get("format_version", -1)) != FORMAT_VERSION:
+            raise CheckpointError(f"{config_path}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}")
+        cls = policy_class(name)
+        known = {f.name for f in fields(cls.config_class)}
+        unknown = set(meta["config"]) - known
+        if unknown:
+            raise CheckpointError(f"{config_path}: unknown {name} options {sorted(unknown)}")
+        policy = cls(obs_dim, act_dim, cls.config_class(**meta["config"]))
+        policy.env_id = meta.get("env_id")
+    except CheckpointError:
+        raise
+    except FileNotFoundError:
+        raise CheckpointError(f"{config_path}: missing") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{config_path}: invalid policy config ({type(exc).__name__}: {exc})") from None
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights_path}: unreadable safetensors file ({exc})") from None
+    try:
+        policy.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{weights_path}: weights do not match the config ({first})") from None
+    for k, v in policy.state_dict().items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{weights_path}: tensor {k} holds NaN or infinite values")
+    return policy.to(device).eval()

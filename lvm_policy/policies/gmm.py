@@ -1,0 +1,78 @@
+"""Mixture density network: pi(a | s) = sum_k w_k(s) N(a; mu_k(s), diag sigma_k(s)^2).
+
+log pi(a | s) = logsumexp_k [log w_k(s) + log N(a; mu_k(s), sigma_k(s))] (Bishop 1994). Scales are floored,
+so a component cannot shrink onto one demonstration and send the likelihood to infinity; a negative
+training NLL is then normal. Low-noise acting (robomimic's ``low_noise_eval``): draw a component by its
+weight and play its mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lvm_policy.nets import bounded_log_std, diag_gaussian_log_prob, mlp
+from lvm_policy.policies.base import Policy, PolicyConfig, register_policy
+
+
+@dataclass
+class GMMConfig(PolicyConfig):
+    num_components: int = 5
+    """number of mixture components K"""
+    min_std: float = 0.01
+    """floor of every component's standard deviation (normalised action units)"""
+    max_std: float = 2.0
+    """ceiling of every component's standard deviation"""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_components < 1:
+            raise ValueError(f"num_components must be >= 1, got {self.num_components}")
+
+
+@register_policy
+class GMMPolicy(Policy):
+    name = "gmm"
+    config_class = GMMConfig
+
+    def __init__(self, obs_dim: int, act_dim: int, config: GMMConfig | None = None, **kw):
+        super().__init__(obs_dim, act_dim, config or GMMConfig(), **kw)
+        c = self.config
+        self.net = mlp(obs_dim, c.num_components * (1 + 2 * act_dim), c.hidden_dim, c.num_layers)
+
+    def _mixture(self, obs_n):
+        K, A = self.config.num_components, self.act_dim
+        out = self.net(obs_n)  # (B, K * (1 + 2A))
+        logits = out[:, :K]  # (B, K)
+        mean = out[:, K : K + K * A].reshape(-1, K, A)  # (B, K, A)
+        log_std = bounded_log_std(out[:, K + K * A :].reshape(-1, K, A), self.config.min_std, self.config.max_std)
+        return torch.log_softmax(logits, dim=-1), mean, log_std
+
+    def _log_prob_n(self, obs_n, act_n):
+        log_w, mean, log_std = self._mixture(obs_n)
+        comp = diag_gaussian_log_prob(act_n[:, None, :], mean, log_std)  # (B, K)
+        return torch.logsumexp(log_w + comp, dim=-1)  # (B,)
+
+    def _log_prob(self, obs_n, act):
+        return self._log_prob_n(obs_n, self.normalize_act(act)) + self.act_log_jacobian()
+
+    def _loss(self, obs_n, act):
+        nll = -self._log_prob_n(obs_n, self.normalize_act(act)).mean()
+        return nll, {"nll": nll}
+
+    def _draw(self, obs_n, n, noise: bool):
+        log_w, mean, log_std = self._mixture(obs_n)
+        B, K, A = mean.shape
+        k = torch.multinomial(log_w.exp(), n, replacement=True)  # (B, n)
+        idx = k[..., None].expand(B, n, A)
+        mu = mean.gather(1, idx)  # (B, n, A)
+        if noise:
+            mu = mu + log_std.gather(1, idx).exp() * torch.randn_like(mu)
+        return self.denormalize_act(mu)
+
+    def _sample(self, obs_n, n):
+        return self._draw(obs_n, n, noise=True)
+
+    def _mode(self, obs_n):
+        return self._draw(obs_n, 1, noise=False)[:, 0]

@@ -1,0 +1,193 @@
+"""The latent-variable policy, trained by variational behavioural cloning (a conditional VAE).
+
+    pi(a | s) = integral pi(a | s, z) p(z | s) dz
+
+Encoder q(z | s, a) = N(mu_q, diag var_q), decoder pi(a | s, z) = N(mu(s, z), diag sigma(s, z)^2), prior
+p(z | s) either the fixed N(0, I) or a learned state-conditioned Gaussian. Training maximises the ELBO
+(Kingma & Welling 2014; Sohn et al. 2015):
+
+    ELBO(s, a) = E_{z ~ q(z|s,a)} [log pi(a | s, z)] - beta * KL(q(z | s, a) || p(z | s)),
+
+with z = mu_q + sigma_q * eps (reparameterisation) and the KL in closed form. beta rises linearly from 0 during
+a warm-up, and ``free_bits`` optionally stops the KL of a dimension from being pushed below a floor.
+
+Pitfalls made visible in the logs: posterior collapse (``kl`` -> 0, ``active_dims`` -> 0: the decoder ignores
+z and averages the modes again) and prior holes (prior samples that land between the regions the encoder
+uses and decode to the average of the modes). The decoder's standard deviation is capped (``max_std``) so that
+it cannot explain both modes as one wide Gaussian without z.
+
+At test time z ~ p(z | s), drawn every step or once per episode and held (``hold_latent``); z = 0 is never used
+because it is exactly the point between two symmetric modes. ``log_prob`` is the importance-weighted bound
+(IWAE, Burda et al. 2016) with K samples from q, a lower bound on log pi(a | s) that tightens as K grows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from lvm_policy.nets import bounded_log_std, diag_gaussian_kl, diag_gaussian_log_prob, mlp
+from lvm_policy.policies.base import Policy, PolicyConfig, register_policy
+
+
+@dataclass
+class LatentConfig(PolicyConfig):
+    latent_dim: int = 2
+    """dimension of z"""
+    learned_prior: bool = True
+    """learn a state-conditioned prior p(z|s); False gives the textbook fixed N(0, I)"""
+    hold_latent: bool = True
+    """draw z once per episode (at its first step) and keep it; False redraws it every step"""
+    beta: float = 1.0
+    """KL weight after the warm-up (1 gives the true ELBO)"""
+    beta_warmup_steps: int = 500
+    """training steps over which beta rises linearly from 0 to its final value"""
+    free_bits: float = 0.0
+    """per-dimension KL floor in nats (0 disables it)"""
+    min_std: float = 0.01
+    """floor of the decoder's standard deviation (normalised action units)"""
+    max_std: float = 0.3
+    """ceiling of the decoder's standard deviation: without z it cannot cover both modes"""
+    min_log_var: float = -12.0
+    """clamp of the encoder's and prior's log-variance, for numerical health"""
+    max_log_var: float = 4.0
+    """upper clamp of the encoder's and prior's log-variance"""
+    iwae_samples: int = 64
+    """K of the importance-weighted bound reported by log_prob"""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.latent_dim < 1 or self.iwae_samples < 1 or self.beta_warmup_steps < 0:
+            raise ValueError("latent_dim and iwae_samples must be >= 1 and beta_warmup_steps >= 0")
+        if self.beta < 0 or self.free_bits < 0:
+            raise ValueError(f"beta and free_bits must be >= 0, got {self.beta}, {self.free_bits}")
+        if not 0 < self.min_std < self.max_std:
+            raise ValueError(f"need 0 < min_std < max_std, got {self.min_std}, {self.max_std}")
+
+
+@register_policy
+class LatentPolicy(Policy):
+    name = "lvm"
+    config_class = LatentConfig
+
+    def __init__(self, obs_dim: int, act_dim: int, config: LatentConfig | None = None, **kw):
+        super().__init__(obs_dim, act_dim, config or LatentConfig(), **kw)
+        c = self.config
+        dz = c.latent_dim
+        self.encoder = mlp(obs_dim + act_dim, 2 * dz, c.hidden_dim, c.num_layers)
+        self.decoder = mlp(obs_dim + dz, 2 * act_dim, c.hidden_dim, c.num_layers)
+        self.prior = mlp(obs_dim, 2 * dz, c.hidden_dim, c.num_layers) if c.learned_prior else None
+        self.beta_now = c.beta if c.beta_warmup_steps == 0 else 0.0
+        self._held_z: torch.Tensor | None = None  # (N, dz) latent held for the current episode
+        self._held_valid: torch.Tensor | None = None  # (N,) bool: does _held_z belong to this episode?
+
+    # ------------------------------------------------------------------------------- distributions
+    def _clamp(self, log_var):
+        return log_var.clamp(self.config.min_log_var, self.config.max_log_var)
+
+    def posterior(self, obs_n, act_n):
+        mean, log_var = self.encoder(torch.cat([obs_n, act_n], -1)).chunk(2, -1)  # (B, dz) each
+        return mean, self._clamp(log_var)
+
+    def prior_params(self, obs_n):
+        if self.prior is None:
+            zeros = obs_n.new_zeros(obs_n.shape[0], self.config.latent_dim)
+            return zeros, zeros
+        mean, log_var = self.prior(obs_n).chunk(2, -1)
+        return mean, self._clamp(log_var)
+
+    def decode(self, obs_n, z):
+        """Decoder mean and log-std in normalised action space; obs_n (..., O), z (..., dz) -> (..., A) each."""
+        mean, raw = self.decoder(torch.cat([obs_n, z], -1)).chunk(2, -1)
+        return mean, bounded_log_std(raw, self.config.min_std, self.config.max_std)
+
+    # ------------------------------------------------------------------------------------ training
+    def on_train_step(self, step: int) -> None:
+        c = self.config
+        self.beta_now = c.beta * min(1.0, step / c.beta_warmup_steps) if c.beta_warmup_steps > 0 else c.beta
+
+    def _loss(self, obs_n, act):
+        act_n = self.normalize_act(act)
+        mu_q, lv_q = self.posterior(obs_n, act_n)
+        z = mu_q + torch.exp(0.5 * lv_q) * torch.randn_like(mu_q)  # reparameterised sample (B, dz)
+        mean, log_std = self.decode(obs_n, z)
+        recon = diag_gaussian_log_prob(act_n, mean, log_std).mean()  # E_q log pi(a|s,z), one sample
+        kl_dims = diag_gaussian_kl(mu_q, lv_q, *self.prior_params(obs_n)).mean(0)  # (dz,)
+        kl_term = kl_dims.clamp_min(self.config.free_bits).sum() if self.config.free_bits > 0 else kl_dims.sum()
+        loss = -recon + self.beta_now * kl_term
+        kl = kl_dims.sum()
+        return loss, {
+            "recon": recon,
+            "kl": kl,
+            "beta": torch.tensor(self.beta_now),
+            "neg_elbo": -recon + kl,
+            "active_dims": (kl_dims > 0.01).sum(),  # KL per dimension below 0.01 nats: collapsed
+            "kl_min_dim": kl_dims.min(),
+        }
+
+    # --------------------------------------------------------------------------------- likelihoods
+    def elbo(self, obs: torch.Tensor, act: torch.Tensor, samples: int = 1) -> torch.Tensor:
+        """(B,) ELBO (beta = 1) of raw actions, Monte Carlo over ``samples`` draws of z."""
+        obs_n, act_n = self.normalize_obs(obs), self.normalize_act(act)
+        mu_q, lv_q = self.posterior(obs_n, act_n)
+        z = mu_q[:, None] + torch.exp(0.5 * lv_q)[:, None] * torch.randn(
+            mu_q.shape[0], samples, mu_q.shape[1], device=mu_q.device
+        )  # (B, S, dz)
+        mean, log_std = self.decode(obs_n[:, None].expand(-1, samples, -1), z)
+        recon = diag_gaussian_log_prob(act_n[:, None], mean, log_std).mean(1)  # (B,)
+        kl = diag_gaussian_kl(mu_q, lv_q, *self.prior_params(obs_n)).sum(-1)
+        return recon - kl + self.act_log_jacobian()
+
+    def iwae(self, obs_n: torch.Tensor, act: torch.Tensor, k: int) -> torch.Tensor:
+        """(B,) log (1/K) sum_k pi(a|s,z_k) p(z_k|s) / q(z_k|s,a), z_k ~ q: a bound on log pi(a|s)."""
+        act_n = self.normalize_act(act)
+        mu_q, lv_q = self.posterior(obs_n, act_n)
+        std_q = torch.exp(0.5 * lv_q)
+        z = mu_q[:, None] + std_q[:, None] * torch.randn(mu_q.shape[0], k, mu_q.shape[1], device=mu_q.device)  # (B, K, dz)
+        mu_p, lv_p = self.prior_params(obs_n)
+        log_q = diag_gaussian_log_prob(z, mu_q[:, None], 0.5 * lv_q[:, None])  # (B, K)
+        log_p = diag_gaussian_log_prob(z, mu_p[:, None], 0.5 * lv_p[:, None])  # (B, K)
+        mean, log_std = self.decode(obs_n[:, None].expand(-1, k, -1), z)
+        log_lik = diag_gaussian_log_prob(act_n[:, None], mean, log_std)  # (B, K)
+        return torch.logsumexp(log_lik + log_p - log_q, dim=1) - math.log(k) + self.act_log_jacobian()
+
+    def _log_prob(self, obs_n, act):
+        return self.iwae(obs_n, act, self.config.iwae_samples)
+
+    # ------------------------------------------------------------------------------------- acting
+    def _prior_sample(self, obs_n, n):
+        mu_p, lv_p = self.prior_params(obs_n)
+        return mu_p[:, None] + torch.exp(0.5 * lv_p)[:, None] * torch.randn(
+            obs_n.shape[0], n, self.config.latent_dim, device=obs_n.device
+        )  # (B, n, dz)
+
+    def _sample(self, obs_n, n):
+        z = self._prior_sample(obs_n, n)
+        mean, log_std = self.decode(obs_n[:, None].expand(-1, n, -1), z)
+        return self.denormalize_act(mean + log_std.exp() * torch.randn_like(mean))
+
+    def reset(self, mask: torch.Tensor | None = None) -> None:
+        if mask is None or self._held_valid is None or mask.shape != self._held_valid.shape:
+            self._held_z, self._held_valid = None, None
+        else:
+            self._held_valid = self._held_valid & ~mask.to(self._held_valid.device)
+
+    def _acting_latent(self, obs_n):
+        """(B, dz): a fresh prior draw, or the one held since the episode's first step (no host sync)."""
+        z_new = self._prior_sample(obs_n, 1)[:, 0]
+        if not self.config.hold_latent:
+            return z_new
+        B = obs_n.shape[0]
+        if self._held_z is None or self._held_z.shape[0] != B or self._held_z.device != z_new.device:
+            self._held_z, self._held_valid = z_new, torch.ones(B, dtype=torch.bool, device=z_new.device)
+            return z_new
+        z = torch.where(self._held_valid[:, None], self._held_z, z_new)
+        self._held_z, self._held_valid = z, torch.ones_like(self._held_valid)
+        return z
+
+    def _act(self, obs_n, deterministic):
+        mean, log_std = self.decode(obs_n, self._acting_latent(obs_n))
+        a_n = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
+        return self.denormalize_act(a_n)
