@@ -6,7 +6,7 @@ u = tree_x / tree_offset_range in [-1, 1], it goes left with probability
     p_left(u) = left_prob + offset_gain * u * min(left_prob, 1 - left_prob),
 
 which stays in [0, 1] and, since u is uniform and symmetric, averages exactly to ``left_prob``.
-It keeps its lane, then swerves at the last moment and decisively (a saturating proportional controller) to a point
+It keeps its lane, then, at a decision line just late enough for the farthest pass, swerves decisively (a saturating proportional controller) to a point
 beside the tree, passes it and drifts back to the lane centre. Small Gaussian noise is added to its actions.
 Hesitating between the two sides at the swerve point is fatal, which is what makes the task a test of
 multimodal imitation.
@@ -27,8 +27,8 @@ class ExpertConfig:
     left_prob: float = 0.5  # overall probability of passing the tree on the left
     offset_gain: float = 0.8  # how strongly the tree's offset tilts the choice toward the wider side
     noise: float = 0.05  # standard deviation of the Gaussian action noise
-    clearance: float = 0.12  # lateral gap kept between the car and the tree's edge
-    margin: float = 0.1  # forward distance to spare: the passing line is reached this far before the tree's front
+    clearance: float = 0.1  # lateral gap kept between the car and the tree's edge
+    margin: float = 0.05  # forward distance to spare: the passing line is reached this far before the tree's front
     pass_distance: float = 0.35  # keep the passing line until this far beyond the tree's centre
     swerve_gain: float = 8.0  # proportional gain while swerving (saturates: decisive; gain * dt < 1: no overshoot)
     lane_gain: float = 1.5  # proportional gain toward the lane centre otherwise (smooth)
@@ -66,6 +66,13 @@ class TreeAvoidExpert:
         u = (tree_x / self.params.tree_offset_range).clamp(-1.0, 1.0)
         return c.left_prob + c.offset_gain * u * min(c.left_prob, 1.0 - c.left_prob)
 
+    def decision_y(self) -> float:
+        """Forward position where the swerve starts (the same in every episode)."""
+        p, c = self.params, self.config
+        forward_speed = p.min_forward_speed + (c.swerve_throttle + 1.0) * 0.5 * (p.max_forward_speed - p.min_forward_speed)
+        farthest = p.tree_radius + c.clearance + p.tree_offset_range + 0.01  # lateral distance, worst case
+        return p.tree_y - p.tree_radius - c.margin - forward_speed * farthest / p.max_lateral_speed
+
     def reset(self, obs: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """Draw a side for each environment of obs (N, 3) where mask (N,) is true (all when None)."""
         p_left = self.left_probability(obs[:, 2])
@@ -83,12 +90,9 @@ class TreeAvoidExpert:
         p, c = self.params, self.config
         x, y, tree_x = obs[:, 0], obs[:, 1], obs[:, 2]
         pass_x = tree_x + self.side_sign * (p.tree_radius + c.clearance)
-        # Swerve as late as possible: at full lateral speed the passing line is reached just before the tree's
-        # front (y = tree_y - radius - margin). Nothing before that point shows which side will be taken.
-        forward_speed = p.min_forward_speed + (c.swerve_throttle + 1.0) * 0.5 * (p.max_forward_speed - p.min_forward_speed)
-        lateral_time = (pass_x - x).abs() / p.max_lateral_speed
-        swerve_y = p.tree_y - p.tree_radius - c.margin - forward_speed * lateral_time
-        swerving = (y >= swerve_y) & (y < p.tree_y + c.pass_distance)
+        # One decision line for every episode: the last point from which the farthest passing line is still
+        # reached at full lateral speed before the tree's front. Nothing before it shows the side to be taken.
+        swerving = (y >= self.decision_y()) & (y < p.tree_y + c.pass_distance)
         target = torch.where(swerving, pass_x, torch.zeros_like(x))
         gain = torch.where(swerving, c.swerve_gain, c.lane_gain)
         lateral = (gain * (target - x) / p.max_lateral_speed).clamp(-1.0, 1.0)

@@ -37,7 +37,7 @@ class TreeAvoidParams:
     start_x_range: float = 0.1  # car starts at x ~ U(-r, r), y = 0
     tree_y: float = 3.0  # the tree's forward position
     tree_radius: float = 0.3  # a collision is any point of the path inside this disc
-    tree_offset_range: float = 0.2  # tree_x ~ U(-r, r)
+    tree_offset_range: float = 0.15  # tree_x ~ U(-r, r)
     finish_y: float = 5.0  # crossing this line is a success
     max_lateral_speed: float = 1.0  # lateral action 1 means this many m/s
     min_forward_speed: float = 0.25  # throttle -1
@@ -59,8 +59,8 @@ class TreeAvoidState(NamedTuple):
     t: torch.Tensor  # (N,) int64 steps taken this episode
     side: torch.Tensor  # (N,) int64 SIDE_* of the tree row crossing, SIDE_NONE before
     x_at_tree: torch.Tensor  # (N,) float32 x where the path crossed the tree row (NaN before)
-    heading: torch.Tensor  # (N,) int64 side the car last headed for (-1 left, +1 right, 0 unknown)
-    switches: torch.Tensor  # (N,) int64 changes of heading while approaching the tree
+    heading: torch.Tensor  # (N,) int64 side the car last headed for (-1 left, +1 right, 0 not yet)
+    switches: torch.Tensor  # (N,) int64 changes from a course clear on one side to one clear on the other
     seed: torch.Tensor  # (N,) int64 seed of this environment's stream of episodes
     episode: torch.Tensor  # (N,) int64 episodes started from this seed (counter for the reset noise)
 
@@ -163,11 +163,12 @@ def step_state(
     side = torch.where(crossing, side_now, state.side)
     x_at_tree = torch.where(crossing, x_cross, state.x_at_tree)
 
-    # Dithering: the side the car heads for is where its current velocity would carry it at the tree row.
+    # Dithering: the side the car heads for is where its current velocity would carry it at the tree row, once
+    # that point is clear of the tree (|offset| > radius); a course into the tree keeps the previous heading.
     time_to_tree = (p.tree_y - y) / vy
     predicted = x + vx * time_to_tree - state.tree_x
-    heading_now = torch.where(predicted < 0, -1, 1)
-    approaching = (p.tree_y - y > 0) & (p.tree_y - y <= p.approach_distance)
+    heading_now = torch.where(predicted < -p.tree_radius, -1, torch.where(predicted > p.tree_radius, 1, 0))
+    approaching = (p.tree_y - y > 0) & (p.tree_y - y <= p.approach_distance) & (heading_now != 0)
     switched = approaching & (state.heading != 0) & (heading_now != state.heading)
     switches = state.switches + switched.long()
     heading = torch.where(approaching, heading_now, state.heading)

@@ -3,19 +3,22 @@
     pi(a | s) = integral pi(a | s, z) p(z | s) dz
 
 Encoder q(z | s, a) = N(mu_q, diag var_q), decoder pi(a | s, z) = N(mu(s, z), diag sigma(s, z)^2), prior
-p(z | s) either the fixed N(0, I) or a learned state-conditioned Gaussian. Training maximises the ELBO
-(Kingma & Welling 2014; Sohn et al. 2015):
+p(z | s) the fixed N(0, I) (``standard``), a learned state-conditioned Gaussian (``gaussian``) or a learned
+state-conditioned mixture of Gaussians (``mixture``, the default; cf. the VampPrior, Tomczak & Welling 2018).
+Training maximises the ELBO (Kingma & Welling 2014; Sohn et al. 2015):
 
     ELBO(s, a) = E_{z ~ q(z|s,a)} [log pi(a | s, z)] - beta * KL(q(z | s, a) || p(z | s)),
 
-with z = mu_q + sigma_q * eps (reparameterisation) and the KL in closed form. beta rises linearly from 0 during
+with z = mu_q + sigma_q * eps (reparameterisation). The KL is in closed form for the Gaussian priors; for the
+mixture it has none and is estimated at the same reparameterised sample, log q(z|s,a) - log p(z|s). beta rises linearly from 0 during
 a warm-up, and ``free_bits`` optionally stops the KL of a dimension from being pushed below a floor.
 
 Pitfalls made visible in the logs: posterior collapse (``kl`` -> 0, ``active_dims`` -> 0: the decoder ignores
 z and averages the modes again) and prior holes (prior samples that land between the regions the encoder
-uses and decode to the average of the modes). The decoder's standard deviation is capped (``max_std``) so that
-it cannot explain both modes as one wide Gaussian without z.
-
+uses and decode to the average of the modes). The decoder's standard deviation is bounded in action units
+(``min_std``, ``max_std``) so that it cannot explain two modes as one wide Gaussian without z. On TreeAvoid the holes are what break the Gaussian priors: the
+encoder gives the two sides two narrow, distant codes at the decision point, a unimodal prior must cover both
+and puts much of its mass between them. A mixture prior can put one component on each code. 
 At test time z ~ p(z | s), drawn every step or once per episode and held (``hold_latent``); z = 0 is never used
 because it is exactly the point between two symmetric modes. ``log_prob`` is the importance-weighted bound
 (IWAE, Burda et al. 2016) with K samples from q, a lower bound on log pi(a | s) that tightens as K grows.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -36,20 +40,23 @@ from lvm_policy.policies.base import Policy, PolicyConfig, register_policy
 class LatentConfig(PolicyConfig):
     latent_dim: int = 2
     """dimension of z"""
-    learned_prior: bool = True
-    """learn a state-conditioned prior p(z|s); False gives the textbook fixed N(0, I)"""
-    hold_latent: bool = True
-    """draw z once per episode (at its first step) and keep it; False redraws it every step"""
+    prior: Literal["standard", "gaussian", "mixture"] = "mixture"
+    """p(z|s): the textbook fixed N(0, I), a learned state-conditioned Gaussian, or a learned mixture of Gaussians"""
+    prior_components: int = 4
+    """components of the mixture prior"""
+    hold_latent: bool = False
+    """draw z once per episode (at its first step) and keep it; False redraws it from p(z|s) every step"""
     beta: float = 1.0
     """KL weight after the warm-up (1 gives the true ELBO)"""
     beta_warmup_steps: int = 500
     """training steps over which beta rises linearly from 0 to its final value"""
     free_bits: float = 0.0
     """per-dimension KL floor in nats (0 disables it)"""
-    min_std: float = 0.01
-    """floor of the decoder's standard deviation (normalised action units)"""
-    max_std: float = 0.3
-    """ceiling of the decoder's standard deviation: without z it cannot cover both modes"""
+    min_std: float = 0.02
+    """floor of the decoder's standard deviation (action units; the action box is [-1, 1])"""
+    max_std: float = 0.1
+    """ceiling of the decoder's standard deviation (action units): without z it cannot cover two modes, and a
+    narrow range keeps it from settling on one wide Gaussian for a mode (measured on the toy problem)"""
     min_log_var: float = -12.0
     """clamp of the encoder's and prior's log-variance, for numerical health"""
     max_log_var: float = 4.0
@@ -59,12 +66,14 @@ class LatentConfig(PolicyConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.latent_dim < 1 or self.iwae_samples < 1 or self.beta_warmup_steps < 0:
-            raise ValueError("latent_dim and iwae_samples must be >= 1 and beta_warmup_steps >= 0")
+        if self.latent_dim < 1 or self.iwae_samples < 1 or self.beta_warmup_steps < 0 or self.prior_components < 1:
+            raise ValueError("latent_dim, iwae_samples, prior_components must be >= 1 and beta_warmup_steps >= 0")
+        if self.prior not in ("standard", "gaussian", "mixture"):
+            raise ValueError(f"prior must be standard, gaussian or mixture, got {self.prior!r}")
         if self.beta < 0 or self.free_bits < 0:
             raise ValueError(f"beta and free_bits must be >= 0, got {self.beta}, {self.free_bits}")
-        if not 0 < self.min_std < self.max_std:
-            raise ValueError(f"need 0 < min_std < max_std, got {self.min_std}, {self.max_std}")
+        if not 0 < self.min_std <= self.max_std:
+            raise ValueError(f"need 0 < min_std <= max_std, got {self.min_std}, {self.max_std}")
 
 
 @register_policy
@@ -78,7 +87,8 @@ class LatentPolicy(Policy):
         dz = c.latent_dim
         self.encoder = mlp(obs_dim + act_dim, 2 * dz, c.hidden_dim, c.num_layers)
         self.decoder = mlp(obs_dim + dz, 2 * act_dim, c.hidden_dim, c.num_layers)
-        self.prior = mlp(obs_dim, 2 * dz, c.hidden_dim, c.num_layers) if c.learned_prior else None
+        K = c.prior_components if c.prior == "mixture" else 1
+        self.prior = None if c.prior == "standard" else mlp(obs_dim, K * (1 + 2 * dz), c.hidden_dim, c.num_layers)
         self.beta_now = c.beta if c.beta_warmup_steps == 0 else 0.0
         self._held_z: torch.Tensor | None = None  # (N, dz) latent held for the current episode
         self._held_valid: torch.Tensor | None = None  # (N,) bool: does _held_z belong to this episode?
@@ -92,16 +102,39 @@ class LatentPolicy(Policy):
         return mean, self._clamp(log_var)
 
     def prior_params(self, obs_n):
+        """Mixture weights (B, K) as log-probabilities, means and log-variances (B, K, dz); K = 1 unless mixture."""
+        B, dz = obs_n.shape[0], self.config.latent_dim
         if self.prior is None:
-            zeros = obs_n.new_zeros(obs_n.shape[0], self.config.latent_dim)
-            return zeros, zeros
-        mean, log_var = self.prior(obs_n).chunk(2, -1)
-        return mean, self._clamp(log_var)
+            zeros = obs_n.new_zeros(B, 1, dz)
+            return obs_n.new_zeros(B, 1), zeros, zeros
+        out = self.prior(obs_n)
+        K = out.shape[-1] // (1 + 2 * dz)
+        log_w = torch.log_softmax(out[:, :K], dim=-1)
+        mean = out[:, K : K + K * dz].reshape(B, K, dz)
+        log_var = self._clamp(out[:, K + K * dz :].reshape(B, K, dz))
+        return log_w, mean, log_var
+
+    def prior_log_prob(self, z, prior):
+        """log p(z|s) for z (B, S, dz) under prior params from prior_params: (B, S)."""
+        log_w, mean, log_var = prior
+        comp = diag_gaussian_log_prob(z[:, :, None], mean[:, None], 0.5 * log_var[:, None])  # (B, S, K)
+        return torch.logsumexp(log_w[:, None] + comp, dim=-1)
+
+    def kl(self, mu_q, lv_q, z, prior):
+        """Per-dimension closed-form KL (B, dz) for a Gaussian prior; for the mixture, the one-sample estimate
+        log q(z|s,a) - log p(z|s) at the reparameterised z (B, 1) (no closed form exists)."""
+        log_w, mean, log_var = prior
+        if mean.shape[1] == 1:
+            return diag_gaussian_kl(mu_q, lv_q, mean[:, 0], log_var[:, 0])
+        log_q = diag_gaussian_log_prob(z, mu_q, 0.5 * lv_q)
+        return (log_q - self.prior_log_prob(z[:, None], prior)[:, 0])[:, None]
 
     def decode(self, obs_n, z):
         """Decoder mean and log-std in normalised action space; obs_n (..., O), z (..., dz) -> (..., A) each."""
         mean, raw = self.decoder(torch.cat([obs_n, z], -1)).chunk(2, -1)
-        return mean, bounded_log_std(raw, self.config.min_std, self.config.max_std)
+        # The bounds are in action units: a cap in normalised units would be below the noise of a dimension
+        # that is nearly constant, and z would be forced to encode that noise.
+        return mean, bounded_log_std(raw, self.config.min_std, self.config.max_std) - torch.log(self.act_std)
 
     # ------------------------------------------------------------------------------------ training
     def on_train_step(self, step: int) -> None:
@@ -114,17 +147,19 @@ class LatentPolicy(Policy):
         z = mu_q + torch.exp(0.5 * lv_q) * torch.randn_like(mu_q)  # reparameterised sample (B, dz)
         mean, log_std = self.decode(obs_n, z)
         recon = diag_gaussian_log_prob(act_n, mean, log_std).mean()  # E_q log pi(a|s,z), one sample
-        kl_dims = diag_gaussian_kl(mu_q, lv_q, *self.prior_params(obs_n)).mean(0)  # (dz,)
+        kl_dims = self.kl(mu_q, lv_q, z, self.prior_params(obs_n)).mean(0)  # (dz,), or (1,) for the mixture
         kl_term = kl_dims.clamp_min(self.config.free_bits).sum() if self.config.free_bits > 0 else kl_dims.sum()
         loss = -recon + self.beta_now * kl_term
         kl = kl_dims.sum()
+        # Active units (Burda et al. 2016): dimensions whose posterior mean varies across the batch; a collapsed
+        # posterior has none and the decoder ignores z.
+        active = (mu_q.detach().var(0) > 0.01).sum()
         return loss, {
             "recon": recon,
             "kl": kl,
             "beta": torch.tensor(self.beta_now),
-            "neg_elbo": -recon + kl,
-            "active_dims": (kl_dims > 0.01).sum(),  # KL per dimension below 0.01 nats: collapsed
-            "kl_min_dim": kl_dims.min(),
+            "nll_elbo": -recon + kl - self.act_log_jacobian(),
+            "active_dims": active,
         }
 
     # --------------------------------------------------------------------------------- likelihoods
@@ -137,7 +172,12 @@ class LatentPolicy(Policy):
         )  # (B, S, dz)
         mean, log_std = self.decode(obs_n[:, None].expand(-1, samples, -1), z)
         recon = diag_gaussian_log_prob(act_n[:, None], mean, log_std).mean(1)  # (B,)
-        kl = diag_gaussian_kl(mu_q, lv_q, *self.prior_params(obs_n)).sum(-1)
+        prior = self.prior_params(obs_n)
+        if prior[1].shape[1] == 1:  # Gaussian prior: the KL in closed form
+            kl = diag_gaussian_kl(mu_q, lv_q, prior[1][:, 0], prior[2][:, 0]).sum(-1)
+        else:  # mixture prior: Monte Carlo over the same samples, exact in expectation
+            log_q = diag_gaussian_log_prob(z, mu_q[:, None], 0.5 * lv_q[:, None])  # (B, S)
+            kl = (log_q - self.prior_log_prob(z, prior)).mean(1)
         return recon - kl + self.act_log_jacobian()
 
     def iwae(self, obs_n: torch.Tensor, act: torch.Tensor, k: int) -> torch.Tensor:
@@ -146,9 +186,8 @@ class LatentPolicy(Policy):
         mu_q, lv_q = self.posterior(obs_n, act_n)
         std_q = torch.exp(0.5 * lv_q)
         z = mu_q[:, None] + std_q[:, None] * torch.randn(mu_q.shape[0], k, mu_q.shape[1], device=mu_q.device)  # (B, K, dz)
-        mu_p, lv_p = self.prior_params(obs_n)
         log_q = diag_gaussian_log_prob(z, mu_q[:, None], 0.5 * lv_q[:, None])  # (B, K)
-        log_p = diag_gaussian_log_prob(z, mu_p[:, None], 0.5 * lv_p[:, None])  # (B, K)
+        log_p = self.prior_log_prob(z, self.prior_params(obs_n))  # (B, K)
         mean, log_std = self.decode(obs_n[:, None].expand(-1, k, -1), z)
         log_lik = diag_gaussian_log_prob(act_n[:, None], mean, log_std)  # (B, K)
         return torch.logsumexp(log_lik + log_p - log_q, dim=1) - math.log(k) + self.act_log_jacobian()
@@ -158,10 +197,12 @@ class LatentPolicy(Policy):
 
     # ------------------------------------------------------------------------------------- acting
     def _prior_sample(self, obs_n, n):
-        mu_p, lv_p = self.prior_params(obs_n)
-        return mu_p[:, None] + torch.exp(0.5 * lv_p)[:, None] * torch.randn(
-            obs_n.shape[0], n, self.config.latent_dim, device=obs_n.device
-        )  # (B, n, dz)
+        log_w, mean, log_var = self.prior_params(obs_n)
+        B, K, dz = mean.shape
+        k = torch.multinomial(log_w.exp(), n, replacement=True) if K > 1 else log_w.new_zeros(B, n, dtype=torch.long)
+        idx = k[..., None].expand(B, n, dz)
+        mu, lv = mean.gather(1, idx), log_var.gather(1, idx)  # (B, n, dz)
+        return mu + torch.exp(0.5 * lv) * torch.randn_like(mu)
 
     def _sample(self, obs_n, n):
         z = self._prior_sample(obs_n, n)

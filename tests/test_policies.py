@@ -1,0 +1,162 @@
+"""The mathematics of the policy classes and the interface they share, over the whole registry."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lvm_policy import list_policies, load_policy, make_policy
+from lvm_policy.nets import diag_gaussian_kl
+from lvm_policy.policies.autoregressive import AutoregressiveConfig
+from lvm_policy.policies.gmm import GMMConfig
+from lvm_policy.policies.latent import LatentConfig
+
+ALL = list_policies()
+
+
+def test_registry_has_the_four_classes():
+    assert set(ALL) == {"gaussian", "gmm", "autoregressive", "lvm"}
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy("nope", 3, 2)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_interface_shapes_and_bounds(name):
+    torch.manual_seed(0)
+    p = make_policy(name, 3, 2)
+    obs = torch.randn(16, 3)
+    act = torch.rand(16, 2) * 2 - 1
+    loss, logs = p.loss(obs, act)
+    assert loss.dim() == 0 and all(isinstance(v, float) for v in logs.values())
+    assert p.log_prob(obs, act).shape == (16,)
+    s = p.sample(obs, 5)
+    assert s.shape == (16, 5, 2) and bool((s.abs() <= 1).all())
+    for det in (False, True):
+        a = p.act(obs, deterministic=det)
+        assert a.shape == (16, 2) and bool((a.abs() <= 1).all())
+    a, state = p.predict(np.zeros(3, dtype=np.float32), episode_start=np.array([True]))
+    assert a.shape == (2,) and a.dtype == np.float32 and state is None
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_save_load_round_trip_gives_same_actions(name, tmp_path):
+    torch.manual_seed(0)
+    p = make_policy(name, 3, 2)
+    p.fit_normalizer(torch.randn(100, 3) * 2 + 1, torch.rand(100, 2) * 2 - 1)
+    p.save(tmp_path / name)
+    q = load_policy(tmp_path / name)
+    assert type(q) is type(p) and q.config == p.config
+    obs = torch.randn(32, 3)
+    for det in (False, True):
+        p.eval(), q.eval()
+        p.reset(), q.reset()
+        torch.manual_seed(7)
+        a = p.act(obs, deterministic=det)
+        torch.manual_seed(7)
+        b = q.act(obs, deterministic=det)
+        assert torch.equal(a, b)
+    assert not list(tmp_path.rglob("*.pt")) and (tmp_path / name / "model.safetensors").is_file()
+
+
+def test_gmm_log_prob_is_the_mixture_formula():
+    torch.manual_seed(0)
+    p = make_policy("gmm", 3, 2, GMMConfig(num_components=3, hidden_dim=32))
+    p.fit_normalizer(torch.randn(50, 3), torch.rand(50, 2) * 1.5 - 0.75)
+    obs, act = torch.randn(10, 3), torch.rand(10, 2) * 2 - 1
+    log_w, mean, log_std = p._mixture(p.normalize_obs(obs))
+    w, m, sd = log_w.exp().double(), p.denormalize_act(mean).double(), (log_std.exp() * p.act_std).double()
+    a = act.double()[:, None, :]
+    dens = (torch.exp(-0.5 * ((a - m) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))).prod(-1)  # (B, K)
+    direct = torch.log((w * dens).sum(-1))
+    torch.testing.assert_close(p.log_prob(obs, act).double(), direct, rtol=1e-4, atol=1e-4)
+
+
+def test_autoregressive_density_integrates_to_one_and_sampling_matches_bins():
+    torch.manual_seed(0)
+    p = make_policy("autoregressive", 3, 2, AutoregressiveConfig(num_bins=8, hidden_dim=32))
+    obs = torch.randn(1, 3)
+    # Midpoint rule on a grid four times finer than the bins: exact for a piecewise-constant density.
+    g = (torch.arange(32) + 0.5) / 32 * 2 - 1
+    A = torch.cartesian_prod(g, g)  # (1024, 2)
+    with torch.no_grad():
+        dens = p.log_prob(obs.expand(len(A), -1), A).exp()
+    integral = float(dens.sum() * (2 / 32) ** 2)
+    assert abs(integral - 1.0) < 1e-4
+    # First-dimension bin frequencies of 200,000 samples against its softmax.
+    probs = torch.softmax(p.heads[0](p.normalize_obs(obs)), -1)[0]
+    s = p.sample(obs, 200_000)[0]
+    freq = torch.bincount(p._bins(s)[:, 0], minlength=8).float() / len(s)
+    assert float((freq - probs).abs().max()) < 0.005
+    # Conditional frequencies of the second dimension given a first-dimension bin.
+    b0 = int(torch.argmax(probs))
+    a0 = torch.tensor([[-1 + (b0 + 0.5) * 0.25]])
+    cond = torch.softmax(p.heads[1](torch.cat([p.normalize_obs(obs), a0], -1)), -1)[0]
+    in_bin = p._bins(s)[:, 0] == b0
+    freq1 = torch.bincount(p._bins(s)[in_bin][:, 1], minlength=8).float() / int(in_bin.sum())
+    assert float((freq1 - cond).abs().max()) < 0.03  # a0 is the bin centre, samples spread over the bin
+
+
+def test_gaussian_kl_matches_monte_carlo():
+    torch.manual_seed(0)
+    mq, lq, mp, lp = torch.tensor([0.3, -1.0]), torch.tensor([-0.5, 0.4]), torch.tensor([0.1, 0.5]), torch.tensor([0.2, -0.3])
+    z = mq + torch.exp(0.5 * lq) * torch.randn(1_000_000, 2)
+    log_q = -0.5 * ((z - mq) ** 2 / lq.exp() + lq + math.log(2 * math.pi))
+    log_p = -0.5 * ((z - mp) ** 2 / lp.exp() + lp + math.log(2 * math.pi))
+    mc = (log_q - log_p).mean(0)
+    torch.testing.assert_close(diag_gaussian_kl(mq, lq, mp, lp), mc, atol=5e-3, rtol=0)
+
+
+@pytest.mark.parametrize("prior", ["standard", "gaussian", "mixture"])
+def test_iwae_bound_at_least_elbo_and_grows_with_k(prior):
+    torch.manual_seed(0)
+    p = make_policy("lvm", 3, 2, LatentConfig(prior=prior, hidden_dim=32))
+    obs, act = torch.randn(64, 3), torch.rand(64, 2) * 2 - 1
+    with torch.no_grad():
+        elbo = p.elbo(obs, act, samples=2000).mean()
+        obs_n = p.normalize_obs(obs)
+        bounds = [torch.stack([p.iwae(obs_n, act, k) for _ in range(200 // k + 20)]).mean() for k in (1, 4, 16, 64)]
+    assert abs(float(bounds[0] - elbo)) < 0.05 * abs(float(elbo)) + 0.05  # K = 1 is the ELBO
+    for a, b in zip(bounds, bounds[1:]):
+        assert float(b) >= float(a) - 0.02
+    assert float(bounds[-1]) > float(elbo)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The toy problem of the lecture: the action given the state is an even mix of two separated values.
+# ------------------------------------------------------------------------------------------------------
+def _toy(n=4096):
+    obs = torch.rand(n, 3) * 2 - 1
+    side = torch.where(torch.rand(n) < 0.5, -0.6, 0.6)
+    act = torch.stack([side, torch.full((n,), 0.2)], -1) + 0.03 * torch.randn(n, 2)
+    return obs, act.clamp(-1, 1)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_toy_bimodal_modes(name):
+    torch.manual_seed(0)
+    obs, act = _toy()
+    cfgs = {"lvm": dict(beta_warmup_steps=100), "autoregressive": dict(num_bins=32), "gmm": {}, "gaussian": {}}
+    p = make_policy(name, 3, 2, make_policy(name, 3, 2).config_class(hidden_dim=64, **cfgs[name]))
+    p.fit_normalizer(obs, act)
+    opt = torch.optim.Adam(p.parameters(), lr=3e-3)
+    for step in range(600):
+        idx = torch.randint(len(obs), (256,))
+        p.on_train_step(step)
+        loss, _ = p.loss(obs[idx], act[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    p.eval()
+    test_obs = torch.rand(64, 3) * 2 - 1
+    with torch.no_grad():
+        lateral = p.sample(test_obs, 200)[..., 0]  # (64, 200)
+        near_left = float(((lateral + 0.6).abs() < 0.2).float().mean())
+        near_right = float(((lateral - 0.6).abs() < 0.2).float().mean())
+        between = float((lateral.abs() < 0.3).float().mean())
+        if name == "gaussian":
+            mean = p.act(test_obs, deterministic=True)[:, 0]
+            assert float(mean.abs().max()) < 0.25  # the mean sits between the modes
+        else:
+            assert 0.4 < near_left < 0.6 and 0.4 < near_right < 0.6, (near_left, near_right)
+            assert between < 0.05
