@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lvm_policy.nets import mlp
+from lvm_policy.nets import categorical_sample, mlp
 from lvm_policy.policies.base import Policy, PolicyConfig, register_policy
 
 
@@ -77,8 +77,7 @@ class AutoregressivePolicy(Policy):
         obs_rep = obs_n.repeat_interleave(n, dim=0)  # (B*n, O)
         prev = obs_rep.new_zeros(B * n, 0)
         for head in self.heads:
-            probs = torch.softmax(head(torch.cat([obs_rep, prev], -1)), -1)  # (B*n, nb)
-            b = torch.multinomial(probs, 1)  # (B*n, 1)
+            b = categorical_sample(head(torch.cat([obs_rep, prev], -1)), 1)  # (B*n, 1) from logits (B*n, nb)
             offset = torch.rand_like(b, dtype=obs_n.dtype) if jitter else torch.full_like(b, 0.5, dtype=obs_n.dtype)
             prev = torch.cat([prev, 2.0 * (b + offset) / nb - 1.0], dim=-1)
         act = self.act_low + (prev + 1.0) * 0.5 * (self.act_high - self.act_low)

@@ -28,7 +28,7 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 class PolicyConfig:
     """Options every class shares. Subclass it for a class's own options."""
 
-    hidden_dim: int = 256
+    hidden_dim: int = 128
     """width of every hidden layer"""
     num_layers: int = 2
     """hidden layers per network"""

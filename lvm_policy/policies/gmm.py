@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lvm_policy.nets import bounded_log_std, diag_gaussian_log_prob, mlp
+from lvm_policy.nets import bounded_log_std, categorical_sample, diag_gaussian_log_prob, mlp
 from lvm_policy.policies.base import Policy, PolicyConfig, register_policy
 
 
@@ -64,7 +64,7 @@ class GMMPolicy(Policy):
     def _draw(self, obs_n, n, noise: bool):
         log_w, mean, log_std = self._mixture(obs_n)
         B, K, A = mean.shape
-        k = torch.multinomial(log_w.exp(), n, replacement=True)  # (B, n)
+        k = categorical_sample(log_w, n)  # (B, n)
         idx = k[..., None].expand(B, n, A)
         mu = mean.gather(1, idx)  # (B, n, A)
         if noise:

@@ -32,7 +32,7 @@ from typing import Literal
 
 import torch
 
-from lvm_policy.nets import bounded_log_std, diag_gaussian_kl, diag_gaussian_log_prob, mlp
+from lvm_policy.nets import bounded_log_std, categorical_sample, diag_gaussian_kl, diag_gaussian_log_prob, mlp
 from lvm_policy.policies.base import Policy, PolicyConfig, register_policy
 
 
@@ -199,7 +199,7 @@ class LatentPolicy(Policy):
     def _prior_sample(self, obs_n, n):
         log_w, mean, log_var = self.prior_params(obs_n)
         B, K, dz = mean.shape
-        k = torch.multinomial(log_w.exp(), n, replacement=True) if K > 1 else log_w.new_zeros(B, n, dtype=torch.long)
+        k = categorical_sample(log_w, n) if K > 1 else log_w.new_zeros(B, n, dtype=torch.long)
         idx = k[..., None].expand(B, n, dz)
         mu, lv = mean.gather(1, idx), log_var.gather(1, idx)  # (B, n, dz)
         return mu + torch.exp(0.5 * lv) * torch.randn_like(mu)
