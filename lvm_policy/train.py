@@ -55,7 +55,7 @@ class TrainConfig:
     """run folder (default: runs/<policy>-seed<seed>)"""
     seed: int = 0
     """seed of initialisation, minibatches, sampling and the validation split"""
-    steps: int = 2000
+    steps: int = 4000
     """gradient steps"""
     batch_size: int = 512
     """transitions per minibatch"""
@@ -67,7 +67,7 @@ class TrainConfig:
     """clip the gradient norm to this (mixture likelihoods have large gradients)"""
     val_fraction: float = 0.1
     """share of the demonstration episodes held out for validation NLL"""
-    eval_every: int = 500
+    eval_every: int = 1000
     """steps between periodic evaluations (validation NLL and rollouts); 0 disables them"""
     eval_episodes: int = 1000
     """rollout episodes of each periodic evaluation"""

@@ -1,0 +1,152 @@
+"""The command lines end to end with small settings: outputs, resume after SIGKILL, and bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lvm_policy import load_policy
+from tests.conftest import ROOT
+
+SMALL = ["--steps", "60", "--batch-size", "128", "--eval-every", "20", "--eval-episodes", "50",
+         "--final-eval-episodes", "100", "--log-every", "10", "--no-progress", "--device", "cpu"]
+
+
+def run(*args, timeout=240):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def assert_one_line_error(r, *words):
+    assert r.returncode != 0
+    err = r.stderr.strip()
+    assert "Traceback" not in err and err.count("\n") == 0, err
+    for w in words:
+        assert w in err, err
+
+
+@pytest.fixture(scope="module")
+def trained_run(small_demos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "gmm"
+    r = run("scripts/train_bc.py", "--policy", "gmm", "--demos", str(small_demos), "--out", str(out), *SMALL)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_train_bc_writes_a_complete_run(trained_run):
+    for name in ("config.json", "demo_stats.json", "metrics.json", "log.jsonl", "latest/model.safetensors",
+                 "latest/train_state.safetensors", "best/model.safetensors", "best/config.json"):
+        assert (trained_run / name).is_file(), name
+    assert list((trained_run / "tb").glob("events.out.tfevents.*"))
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    for key in ("success_rate", "success_ci95", "collision_rate", "off_road_rate", "mean_episode_length", "episodes",
+                "left_fraction", "demo_left_fraction", "side_calibration_error", "switches_per_episode", "nll",
+                "path_distance"):
+        assert key in metrics, key
+    log = [json.loads(line) for line in (trained_run / "log.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in log} == {"train", "eval"} and "nll" in log[0]
+    assert load_policy(trained_run).name == "gmm"
+
+
+def test_evaluate_json_and_gym_mode_agree(trained_run, tmp_path):
+    r = run("scripts/evaluate.py", str(trained_run), "--episodes", "2000", "--json", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    batched = json.loads(r.stdout)
+    r = run("scripts/evaluate.py", str(trained_run), "--episodes", "300", "--json", "--gym", "--video", str(tmp_path / "v.gif"))
+    assert r.returncode == 0, r.stderr
+    gym_m = json.loads(r.stdout)
+    assert (tmp_path / "v.gif").stat().st_size > 1000
+    # Both are estimates of the same probabilities: they agree within sampling noise (4 standard errors).
+    for key in ("success_rate", "collision_rate"):
+        p = batched[key]
+        se = (p * (1 - p) / 300 + p * (1 - p) / 2000) ** 0.5
+        assert abs(gym_m[key] - p) <= 4 * se + 0.01, (key, gym_m[key], p)
+    p = batched["left_fraction"]
+    assert abs(gym_m["left_fraction"] - p) <= 4 * (p * (1 - p) / 150) ** 0.5 + 0.02
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(small_demos, tmp_path):
+    args = ["--policy", "lvm", "--demos", str(small_demos), *SMALL, "--steps", "200", "--eval-every", "40"]
+    full = tmp_path / "full"
+    assert run("scripts/train_bc.py", *args, "--out", str(full)).returncode == 0
+    killed = tmp_path / "killed"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "scripts/train_bc.py", *args, "--out", str(killed)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = killed / "latest" / "train_state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (state.is_file() and json.loads(state.read_text())["step"] >= 80):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    step = json.loads(state.read_text())["step"]
+    assert 80 <= step < 200, step  # killed mid-run
+    r = run("scripts/train_bc.py", "--resume", str(killed), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    a = load_file(str(full / "latest" / "model.safetensors"))
+    b = load_file(str(killed / "latest" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_options_and_inputs_fail_with_one_line(small_demos, trained_run, tmp_path):
+    out = str(tmp_path / "x")
+    assert_one_line_error(run("scripts/train_bc.py", "--demos", str(tmp_path / "missing"), "--out", out, *SMALL), "not found")
+    assert_one_line_error(run("scripts/train_bc.py", "--demos", str(small_demos), "--out", out, *SMALL, "--steps", "0"), "--steps")
+    assert_one_line_error(run("scripts/train_bc.py", "--demos", str(small_demos), "--out", out, *SMALL, "--batch-size", "0"), "--batch-size")
+    assert_one_line_error(run("scripts/evaluate.py", str(trained_run), "--episodes", "-5"), "--episodes")
+    # an existing run is never overwritten
+    before = (trained_run / "best" / "model.safetensors").read_bytes()
+    assert_one_line_error(run("scripts/train_bc.py", "--policy", "gmm", "--demos", str(small_demos), "--out", str(trained_run), *SMALL), "--resume")
+    assert (trained_run / "best" / "model.safetensors").read_bytes() == before
+    r = run("scripts/train_bc.py", "--policy", "nope", "--out", out)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+def test_damaged_foreign_and_pickled_checkpoints_are_refused(trained_run, tmp_path):
+    import shutil
+
+    from lvm_policy import make_policy
+
+    truncated = tmp_path / "truncated"
+    shutil.copytree(trained_run / "best", truncated)
+    w = truncated / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:-100])
+    assert_one_line_error(run("scripts/evaluate.py", str(truncated), "--episodes", "10"), "model.safetensors")
+
+    edited = tmp_path / "edited"
+    shutil.copytree(trained_run / "best", edited)
+    cfg = json.loads((edited / "config.json").read_text())
+    cfg["config"]["hidden_dim"] = 7
+    (edited / "config.json").write_text(json.dumps(cfg))
+    assert_one_line_error(run("scripts/evaluate.py", str(edited), "--episodes", "10"), "do not match")
+
+    foreign = tmp_path / "foreign"
+    make_policy("gmm", 5, 2).save(foreign)
+    assert_one_line_error(run("scripts/evaluate.py", str(foreign), "--episodes", "10"), "size 5")
+
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    marker = tmp_path / "pwned"
+    payload = f"import pickle, os\nclass P:\n    def __reduce__(self):\n        return (os.system, ('touch {marker}',))\n"
+    subprocess.run([sys.executable, "-c", payload + f"pickle.dump(P(), open('{pickled / 'model.pt'}', 'wb'))"], check=True)
+    shutil.copy(trained_run / "best" / "config.json", pickled / "config.json")
+    assert_one_line_error(run("scripts/evaluate.py", str(pickled), "--episodes", "10"), "refusing")
+    assert not marker.exists()
+
+
+def test_corrupt_dataset_through_the_cli(small_demos, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(small_demos, bad)
+    f = bad / "data" / "main_data.hdf5"
+    f.write_bytes(f.read_bytes()[:5000])
+    r = run("scripts/train_bc.py", "--demos", str(bad), "--out", str(tmp_path / "r"), *SMALL)
+    assert_one_line_error(r, str(bad), "cannot read")
+    assert not (tmp_path / "r").exists()
