@@ -6,17 +6,33 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 
-def mlp(in_dim: int, out_dim: int, hidden_dim: int = 256, num_layers: int = 2, activation: type[nn.Module] = nn.Mish) -> nn.Sequential:
-    """``num_layers`` hidden layers of width ``hidden_dim`` with ``activation``, then a linear output layer."""
-    layers: list[nn.Module] = []
-    d = in_dim
-    for _ in range(num_layers):
-        layers += [nn.Linear(d, hidden_dim), activation()]
-        d = hidden_dim
-    layers.append(nn.Linear(d, out_dim))
-    return nn.Sequential(*layers)
+class MLP(nn.Module):
+    """Linear layers with Mish between them; forward calls the functional ops directly.
+
+    At batch size 1 a policy step is dominated by Python overhead, and calling ``F.linear`` on the weights
+    avoids the per-submodule ``__call__`` machinery of ``nn.Sequential`` (see benchmarks/speed.py).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 256, num_layers: int = 2):
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * num_layers + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = F.linear(x, layer.weight, layer.bias)
+            if i < last:
+                x = F.mish(x)
+        return x
+
+
+def mlp(in_dim: int, out_dim: int, hidden_dim: int = 256, num_layers: int = 2) -> MLP:
+    """``num_layers`` hidden layers of width ``hidden_dim`` with Mish, then a linear output layer."""
+    return MLP(in_dim, out_dim, hidden_dim, num_layers)
 
 
 LOG_2PI = math.log(2.0 * math.pi)

@@ -159,7 +159,8 @@ class Policy(nn.Module):
     ) -> tuple[np.ndarray, Any]:
         """stable-baselines3's protocol: numpy observation (O,) or (N, O) in, (action, state) out."""
         was_training = self.training
-        self.eval()
+        if was_training:  # eval() walks every submodule: skip it when already in eval mode
+            self.eval()
         obs = torch.as_tensor(np.asarray(observation, dtype=np.float32), device=self.obs_mean.device)
         single = obs.dim() == 1
         obs = obs.reshape(-1, self.obs_dim)
