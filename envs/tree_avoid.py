@@ -111,18 +111,18 @@ def reset_state(params: TreeAvoidParams, seed: torch.Tensor, episode: torch.Tens
     if episode is None:
         episode = torch.zeros_like(seed)
     x0, tree_x = _start(params, seed, episode)
-    zeros_i = torch.zeros_like(seed)
+    # Every field gets its own storage: callers may update a state in place (see evaluate.make_rollout_step).
     return TreeAvoidState(
         x=x0,
         y=torch.zeros_like(x0),
         tree_x=tree_x,
-        t=zeros_i,
-        side=zeros_i,
+        t=torch.zeros_like(seed),
+        side=torch.zeros_like(seed),
         x_at_tree=torch.full_like(x0, float("nan")),
-        heading=zeros_i,
-        switches=zeros_i,
-        seed=seed,
-        episode=episode,
+        heading=torch.zeros_like(seed),
+        switches=torch.zeros_like(seed),
+        seed=seed.clone(),
+        episode=episode.clone(),
     )
 
 

@@ -69,15 +69,21 @@ def rollout(
     device: str | torch.device = "cpu",
     record_paths: int = 0,
     params: TreeAvoidParams | None = None,
+    cuda_graph: bool | None = None,
 ) -> Rollouts:
     """Play ``episodes`` episodes in parallel and return their outcomes (on the CPU).
 
     The policy's random draws come from a forked RNG seeded with ``seed``: evaluation is reproducible and
-    leaves the caller's random state untouched (training resumes identically).
+    leaves the caller's random state untouched (training resumes identically). ``cuda_graph`` (default: on for
+    CUDA) captures one environment step plus the policy's action in a CUDA graph and replays it; the same step
+    function runs eagerly otherwise.
     """
     params = params or TreeAvoidParams()
     check_compatible(policy, params)
     device = torch.device(device)
+    use_graph = (device.type == "cuda") if cuda_graph is None else cuda_graph
+    if use_graph and device.type != "cuda":
+        raise ValueError("cuda_graph=True needs a CUDA device")
     policy = policy.to(device)
     was_training = policy.training
     policy.eval()
@@ -85,46 +91,94 @@ def rollout(
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        obs, _ = env.reset(seed=seed)
+        obs0, _ = env.reset(seed=seed)
         policy.reset()
-        N, T = episodes, params.max_steps
-        finished = torch.zeros(N, dtype=torch.bool, device=device)
-        out = {
-            "success": torch.zeros(N, dtype=torch.bool, device=device),
-            "collision": torch.zeros(N, dtype=torch.bool, device=device),
-            "off_road": torch.zeros(N, dtype=torch.bool, device=device),
-            "side": torch.zeros(N, dtype=torch.int64, device=device),
-            "switches": torch.zeros(N, dtype=torch.int64, device=device),
-            "x_at_tree": torch.full((N,), float("nan"), device=device),
-        }
-        length = torch.zeros(N, dtype=torch.int64, device=device)
-        tree_x = obs[:, 2].clone()
-        P = min(record_paths, N)
-        paths = torch.full((T + 1, P, 2), float("nan"), device=device) if P else None
-        if P:
-            paths[0] = obs[:P, :2]
-        # On the CPU there is no device to wait for, so asking whether every episode has ended costs nothing
-        # and saves the steps after the last one ends (about half of the time limit). On CUDA the loop never
-        # reads a tensor back: it runs the fixed time limit with no host synchronisation.
-        check_every = 10 if device.type == "cpu" else 0
-        for t in range(T):
-            if check_every and t % check_every == 0 and t > 0 and bool(finished.all()):
-                break
-            action = policy.act(obs, deterministic=deterministic)
-            obs, _, _, _, info = env.step(action)
-            done = info["done"]
-            first = done & ~finished  # (N,) episodes ending now for the first time
-            for k, v in out.items():
-                out[k] = torch.where(first, info[k], v)
-            length = torch.where(first, t + 1, length)
-            if P:
-                paths[t + 1] = torch.where(finished[:P, None], paths[t + 1], info["final_obs"][:P, :2])
-            finished = finished | done
-            policy.reset(done)  # per-episode state (a held latent) must not leak into the next episode
+        step, buffers = make_rollout_step(policy, env, obs0, deterministic, record_paths)
+        T = params.max_steps
+        if use_graph:
+            replay_in_cuda_graph(step, T)
+        else:
+            # On the CPU there is no device to wait for, so asking whether every episode has ended costs
+            # nothing and saves the steps after the last one ends (about half of the time limit).
+            for t in range(T):
+                if t % 10 == 0 and t > 0 and bool(buffers["finished"].all()):
+                    break
+                step()
     if was_training:
         policy.train()
-    return Rollouts(**{k: v.cpu() for k, v in out.items()}, length=length.cpu(), tree_x=tree_x.cpu(),
-                    paths=None if paths is None else paths.cpu())
+    out = {k: buffers[k].cpu() for k in ("success", "collision", "off_road", "side", "switches", "x_at_tree", "length")}
+    paths = buffers.get("paths")
+    return Rollouts(**out, tree_x=obs0[:, 2].cpu(), paths=None if paths is None else paths.cpu())
+
+
+def make_rollout_step(policy: Policy, env: TreeAvoidVectorEnv, obs0: torch.Tensor, deterministic: bool, record_paths: int = 0):
+    """A step function that advances every environment by one step, entirely in place on fixed buffers.
+
+    Everything it reads and writes lives in preallocated tensors (the env state, the observation, the latched
+    outcomes, a step counter), nothing is read back to the host and there is no branch on a tensor value, so
+    the same function can be called eagerly or captured once in a CUDA graph and replayed. Returns
+    (step, buffers); an episode's outcome is latched with ``torch.where`` at its first end.
+    """
+    N, T, device = env.num_envs, env.params.max_steps, env.device
+    b: dict[str, torch.Tensor] = {
+        "obs": obs0.clone(),
+        "finished": torch.zeros(N, dtype=torch.bool, device=device),
+        "success": torch.zeros(N, dtype=torch.bool, device=device),
+        "collision": torch.zeros(N, dtype=torch.bool, device=device),
+        "off_road": torch.zeros(N, dtype=torch.bool, device=device),
+        "side": torch.zeros(N, dtype=torch.int64, device=device),
+        "switches": torch.zeros(N, dtype=torch.int64, device=device),
+        "x_at_tree": torch.full((N,), float("nan"), device=device),
+        "length": torch.zeros(N, dtype=torch.int64, device=device),
+        "t": torch.zeros(1, dtype=torch.int64, device=device),
+    }
+    P = min(record_paths, N)
+    if P:
+        b["paths"] = torch.full((T + 1, P, 2), float("nan"), device=device)
+        b["paths"][0] = obs0[:P, :2]
+    static_state = env.state  # the env's state tensors become the graph's fixed inputs
+    latched = ("success", "collision", "off_road", "side", "switches", "x_at_tree")
+
+    def step() -> None:
+        action = policy.act(b["obs"], deterministic=deterministic)  # (N, 2)
+        obs, _, _, _, info = env.step(action)
+        for dst, src in zip(static_state, env.state):
+            dst.copy_(src)
+        env.state = static_state
+        done = info["done"]
+        first = done & ~b["finished"]  # (N,) episodes ending now for the first time
+        for k in latched:
+            b[k].copy_(torch.where(first, info[k], b[k]))
+        b["t"].add_(1)
+        b["length"].copy_(torch.where(first, b["t"], b["length"]))
+        if P:
+            row = b["paths"].index_select(0, b["t"])[0]  # (P, 2)
+            new = torch.where(b["finished"][:P, None], row, info["final_obs"][:P, :2])
+            b["paths"].index_copy_(0, b["t"], new[None])
+        b["finished"].logical_or_(done)
+        b["obs"].copy_(obs)
+        policy.reset(done)  # per-episode state (a held latent) must not leak into the next episode
+
+    return step, b
+
+
+def replay_in_cuda_graph(step, steps: int, warmup: int = 3) -> None:
+    """Run ``steps`` calls of ``step``: a few eagerly (real steps that also warm up the allocator and
+    cuBLAS), one captured into a CUDA graph, the rest as replays of it. No host synchronisation in between."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(min(warmup, steps)):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    remaining = steps - min(warmup, steps)
+    if remaining <= 0:
+        return
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()  # recorded, not executed
+    for _ in range(remaining):
+        graph.replay()
 
 
 def demo_reference(demos: Demonstrations, params: TreeAvoidParams | None = None) -> dict[str, Any]:

@@ -212,8 +212,8 @@ class LatentPolicy(Policy):
     def reset(self, mask: torch.Tensor | None = None) -> None:
         if mask is None or self._held_valid is None or mask.shape != self._held_valid.shape:
             self._held_z, self._held_valid = None, None
-        else:
-            self._held_valid = self._held_valid & ~mask.to(self._held_valid.device)
+        else:  # in place, so that a captured CUDA graph sees the update
+            self._held_valid.logical_and_(~mask.to(self._held_valid.device))
 
     def _acting_latent(self, obs_n):
         """(B, dz): a fresh prior draw, or the one held since the episode's first step (no host sync)."""
@@ -222,11 +222,11 @@ class LatentPolicy(Policy):
             return z_new
         B = obs_n.shape[0]
         if self._held_z is None or self._held_z.shape[0] != B or self._held_z.device != z_new.device:
-            self._held_z, self._held_valid = z_new, torch.ones(B, dtype=torch.bool, device=z_new.device)
+            self._held_z, self._held_valid = z_new.clone(), torch.ones(B, dtype=torch.bool, device=z_new.device)
             return z_new
-        z = torch.where(self._held_valid[:, None], self._held_z, z_new)
-        self._held_z, self._held_valid = z, torch.ones_like(self._held_valid)
-        return z
+        self._held_z.copy_(torch.where(self._held_valid[:, None], self._held_z, z_new))
+        self._held_valid.fill_(True)
+        return self._held_z
 
     def _act(self, obs_n, deterministic):
         mean, log_std = self.decode(obs_n, self._acting_latent(obs_n))
