@@ -306,7 +306,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 metrics = summarize(rollout(policy, cfg.eval_episodes, device=device), reference)
                 metrics["nll"] = heldout_nll(policy, val_set.obs, val_set.act)
                 score = eval_score(metrics)
-                log(dict(kind="eval", step=done, score=score, **{k: v for k, v in metrics.items() if not isinstance(v, list)}))
+                log(dict(kind="eval", step=done, score=score, train_seconds=seconds,
+                         **{k: v for k, v in metrics.items() if not isinstance(v, list)}))
                 if score > best_score:
                     best_score = score
                     staged = Path(tempfile.mkdtemp(prefix=".best-", dir=run))

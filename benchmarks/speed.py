@@ -1,0 +1,166 @@
+"""Speed of the package's inner loops, printed as tables. A benchmark, not a test.
+
+    python benchmarks/speed.py                       # CPU, all tables
+    python benchmarks/speed.py --device cuda --envs 1 1024 16384 1048576
+    python benchmarks/speed.py --tables rollout --policy gmm
+
+1. rollout: environment steps per second, policy included, of (a) the batched torch env with the policy
+   acting on tensors (the rollout step of lvm_policy.evaluate; replayed in a CUDA graph on CUDA), (b)
+   gymnasium's SyncVectorEnv of the single env with the policy called through its SB3 ``predict``, and (c)
+   the policy's forward pass alone on the same batch, which bounds (a). Ratios are from the same run.
+2. latency: one ``predict`` call at batch 1 on the CPU, median and p99 in microseconds, per class.
+3. training: samples per second of the training step, per class, and the time to the success target
+   (first periodic evaluation with success >= 0.99) read from runs/compare/*/log.jsonl when present.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import tyro
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import gymnasium as gym  # noqa: E402
+
+import envs  # noqa: E402,F401
+from envs.tree_avoid import TreeAvoidEnv, TreeAvoidVectorEnv  # noqa: E402
+from lvm_policy import list_policies, make_policy  # noqa: E402
+from lvm_policy.evaluate import make_rollout_step, replay_in_cuda_graph  # noqa: E402
+
+
+@dataclass
+class Args:
+    tables: list[Literal["rollout", "latency", "training"]] = field(default_factory=lambda: ["rollout", "latency", "training"])
+    """which tables to print"""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """device of the batched rollouts and training"""
+    policy: str = "lvm"
+    """policy class of the rollout table"""
+    envs: list[int] = field(default_factory=lambda: [1, 64, 1024, 16384])
+    """batch sizes of the rollout table"""
+    repeats: int = 5
+    """timed repeats per figure (the median is reported)"""
+    runs: Path = Path("runs/compare")
+    """run folders to read the time-to-target from"""
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _median_time(fn, repeats: int, device) -> float:
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def rollout_table(args: Args) -> None:
+    device = torch.device(args.device)
+    policy = make_policy(args.policy, 3, 2).to(device).eval()
+    print(f"\n### Rollout throughput: {args.policy}, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| envs | (a) batched env + act, steps/s | (b) SyncVectorEnv + predict, steps/s | (c) forward alone, steps/s | a/c | a/b |")
+    print("|---|---|---|---|---|---|")
+    for n in args.envs:
+        steps = max(8, min(200, 400_000 // n))
+        env = TreeAvoidVectorEnv(num_envs=n, device=device)
+        obs0, _ = env.reset(seed=0)
+        step, buffers = make_rollout_step(policy, env, obs0, deterministic=False)
+        step()  # allocate
+        if device.type == "cuda":
+            t_a = _median_time(lambda: replay_in_cuda_graph(step, steps), args.repeats, device)
+        else:
+            def run_a():
+                for _ in range(steps):
+                    step()
+            t_a = _median_time(run_a, args.repeats, device)
+        obs = buffers["obs"]
+
+        def run_c():
+            for _ in range(steps):
+                policy.act(obs)
+        t_c = _median_time(run_c, args.repeats, device)
+        a, c = n * steps / t_a, n * steps / t_c
+        b = float("nan")
+        if n <= 1024:  # the Python loop over environments: 16,384 of them would take minutes
+            cpu_policy = make_policy(args.policy, 3, 2).eval()
+            venv = gym.vector.SyncVectorEnv([lambda: TreeAvoidEnv() for _ in range(n)])
+            obs_np, _ = venv.reset(seed=0)
+            steps_b = max(4, min(100, 20_000 // n))
+
+            def run_b():
+                nonlocal obs_np
+                for _ in range(steps_b):
+                    act, _ = cpu_policy.predict(obs_np)
+                    obs_np, *_ = venv.step(act)
+            b = n * steps_b / _median_time(run_b, max(3, args.repeats // 2), torch.device("cpu"))
+        print(f"| {n:,} | {a:,.0f} | {b:,.0f} | {c:,.0f} | {a / c:.2f} | {a / b:.1f} |")
+
+
+@torch.no_grad()
+def latency_table(args: Args) -> None:
+    print(f"\n### predict latency at batch 1, CPU, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| policy | median µs | p99 µs |")
+    print("|---|---|---|")
+    obs = np.zeros(3, dtype=np.float32)
+    for name in list_policies():
+        policy = make_policy(name, 3, 2).eval()
+        for _ in range(300):
+            policy.predict(obs)
+        times = []
+        for _ in range(3000):
+            t = time.perf_counter()
+            policy.predict(obs)
+            times.append(time.perf_counter() - t)
+        print(f"| {name} | {np.median(times) * 1e6:.0f} | {np.percentile(times, 99) * 1e6:.0f} |")
+
+
+def training_table(args: Args) -> None:
+    device = torch.device(args.device)
+    print(f"\n### Training, {device}, batch 512")
+    print("| policy | samples/s | time to success >= 0.99 (s) |")
+    print("|---|---|---|")
+    obs = torch.randn(100_000, 3, device=device)
+    act = torch.rand(100_000, 2, device=device) * 2 - 1
+    for name in list_policies():
+        policy = make_policy(name, 3, 2).to(device)
+        opt = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+
+        def run(steps=50):
+            for _ in range(steps):
+                idx = torch.randint(len(obs), (512,), device=device)
+                loss, _ = policy.loss(obs[idx], act[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        run(5)
+        sps = 50 * 512 / _median_time(run, args.repeats, device)
+        reached = []
+        for log in sorted(args.runs.glob(f"{name}-seed*/log.jsonl")):
+            evals = [json.loads(line) for line in log.read_text().splitlines() if '"kind": "eval"' in line]
+            hit = [e["train_seconds"] for e in evals if e["success_rate"] >= 0.99 and "train_seconds" in e]
+            reached.append(f"{hit[0]:.0f}" if hit else "not reached")
+        print(f"| {name} | {sps:,.0f} | {', '.join(reached) or 'no runs in ' + str(args.runs)} |")
+
+
+if __name__ == "__main__":
+    a = tyro.cli(Args)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda but torch sees no CUDA device")
+    for table in a.tables:
+        {"rollout": rollout_table, "latency": latency_table, "training": training_table}[table](a)
