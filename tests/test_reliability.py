@@ -1,0 +1,70 @@
+"""Interrupted work and numerical health, through the command lines."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lvm_policy import list_policies
+from lvm_policy.data import load_demonstrations
+from lvm_policy.errors import DatasetError
+from tests.conftest import ROOT
+from tests.test_cli import SMALL, assert_one_line_error, run
+
+
+def test_killed_collection_leaves_no_dataset(tmp_path):
+    out = tmp_path / "demos"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "scripts/collect_demos.py", "--episodes", "20000", "--out", str(out)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob(".collect-*/**/*.hdf5")):
+        time.sleep(0.02)
+    time.sleep(0.3)  # well inside the write
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    with pytest.raises(DatasetError):
+        load_demonstrations(out)
+
+
+def test_training_across_seeds_stays_finite(small_demos):
+    """Every class, 10 seeds, the training step of train.py on real demonstrations: all terms stay finite."""
+    from lvm_policy import make_policy
+
+    demos = load_demonstrations(small_demos)
+    for name in list_policies():
+        for seed in range(10):
+            torch.manual_seed(seed)
+            policy = make_policy(name, 3, 2)
+            policy.fit_normalizer(demos.obs, demos.act)
+            opt = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+            for step in range(30):
+                idx = torch.randint(len(demos.obs), (256,))
+                policy.on_train_step(step)
+                loss, logs = policy.loss(demos.obs[idx], demos.act[idx])
+                assert all(math.isfinite(v) for v in logs.values()), (name, seed, step, logs)
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)
+                opt.step()
+            assert bool(torch.isfinite(policy.log_prob(demos.obs[:512], demos.act[:512])).all())
+
+
+def test_divergence_stops_with_a_message_and_keeps_good_weights(small_demos, tmp_path):
+    out = tmp_path / "diverge"
+    r = run("scripts/train_bc.py", "--policy", "gmm", "--demos", str(small_demos), "--out", str(out), *SMALL,
+            "--lr", "1e12", "--steps", "200")
+    assert_one_line_error(r, "loss became")
+    from lvm_policy import load_policy
+
+    for folder in ("latest", "best"):
+        if (out / folder).exists():  # whatever was saved is a good policy
+            p = load_policy(out / folder)
+            assert all(bool(torch.isfinite(v).all()) for v in p.state_dict().values() if v.is_floating_point())
+    assert not (out / "metrics.json").exists()
