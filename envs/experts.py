@@ -25,10 +25,10 @@ from envs.tree_avoid import TreeAvoidParams
 @dataclass(frozen=True)
 class ExpertConfig:
     left_prob: float = 0.5  # overall probability of passing the tree on the left
-    offset_gain: float = 0.8  # how strongly the tree's offset tilts the choice toward the wider side
+    offset_gain: float = 0.5  # how strongly the tree's offset tilts the choice toward the wider side
     noise: float = 0.05  # standard deviation of the Gaussian action noise
     clearance: float = 0.1  # lateral gap kept between the car and the tree's edge
-    margin: float = 0.05  # forward distance to spare: the passing line is reached this far before the tree's front
+    margin: float = -0.1  # the passing line is reached this far (forward) before the tree's front; negative: after it, which the round tree allows
     pass_distance: float = 0.35  # keep the passing line until this far beyond the tree's centre
     swerve_gain: float = 8.0  # proportional gain while swerving (saturates: decisive; gain * dt < 1: no overshoot)
     lane_gain: float = 1.5  # proportional gain toward the lane centre otherwise (smooth)

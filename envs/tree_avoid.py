@@ -37,7 +37,7 @@ class TreeAvoidParams:
     start_x_range: float = 0.1  # car starts at x ~ U(-r, r), y = 0
     tree_y: float = 3.0  # the tree's forward position
     tree_radius: float = 0.3  # a collision is any point of the path inside this disc
-    tree_offset_range: float = 0.15  # tree_x ~ U(-r, r)
+    tree_offset_range: float = 0.05  # tree_x ~ U(-r, r)
     finish_y: float = 5.0  # crossing this line is a success
     max_lateral_speed: float = 1.0  # lateral action 1 means this many m/s
     min_forward_speed: float = 0.25  # throttle -1
