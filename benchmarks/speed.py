@@ -39,7 +39,9 @@ from lvm_policy.evaluate import make_rollout_step, replay_in_cuda_graph  # noqa:
 
 @dataclass
 class Args:
-    tables: list[Literal["rollout", "latency", "training"]] = field(default_factory=lambda: ["rollout", "latency", "training"])
+    tables: list[Literal["rollout", "latency", "training"]] = field(
+        default_factory=lambda: ["rollout", "latency", "training"]
+    )
     """which tables to print"""
     device: Literal["cpu", "cuda"] = "cpu"
     """device of the batched rollouts and training"""
@@ -73,8 +75,12 @@ def _median_time(fn, repeats: int, device) -> float:
 def rollout_table(args: Args) -> None:
     device = torch.device(args.device)
     policy = make_policy(args.policy, 3, 2).to(device).eval()
-    print(f"\n### Rollout throughput: {args.policy}, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| envs | (a) batched env + act, steps/s | (b) SyncVectorEnv + predict, steps/s | (c) forward alone, steps/s | a/c | a/b |")
+    print(
+        f"\n### Rollout throughput: {args.policy}, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        "| envs | (a) batched env + act, steps/s | (b) SyncVectorEnv + predict, steps/s | (c) forward alone, steps/s | a/c | a/b |"
+    )
     print("|---|---|---|---|---|---|")
     for n in args.envs:
         steps = max(8, min(200, 400_000 // n))
@@ -85,15 +91,18 @@ def rollout_table(args: Args) -> None:
         if device.type == "cuda":
             t_a = _median_time(lambda: replay_in_cuda_graph(step, steps), args.repeats, device)
         else:
+
             def run_a():
                 for _ in range(steps):
                     step()
+
             t_a = _median_time(run_a, args.repeats, device)
         obs = buffers["obs"]
 
         def run_c():
             for _ in range(steps):
                 policy.act(obs)
+
         t_c = _median_time(run_c, args.repeats, device)
         a, c = n * steps / t_a, n * steps / t_c
         b = float("nan")
@@ -108,6 +117,7 @@ def rollout_table(args: Args) -> None:
                 for _ in range(steps_b):
                     act, _ = cpu_policy.predict(obs_np)
                     obs_np, *_ = venv.step(act)
+
             b = n * steps_b / _median_time(run_b, max(3, args.repeats // 2), torch.device("cpu"))
         print(f"| {n:,} | {a:,.0f} | {b:,.0f} | {c:,.0f} | {a / c:.2f} | {a / b:.1f} |")
 
@@ -148,6 +158,7 @@ def training_table(args: Args) -> None:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+
         run(5)
         sps = 50 * 512 / _median_time(run, args.repeats, device)
         reached = []

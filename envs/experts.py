@@ -6,8 +6,8 @@ u = tree_x / tree_offset_range in [-1, 1], it goes left with probability
     p_left(u) = left_prob + offset_gain * u * min(left_prob, 1 - left_prob),
 
 which stays in [0, 1] and, since u is uniform and symmetric, averages exactly to ``left_prob``.
-It keeps its lane, then, at a decision line just late enough for the farthest pass, swerves decisively (a saturating proportional controller) to a point
-beside the tree, passes it and drifts back to the lane centre. Small Gaussian noise is added to its actions.
+It keeps its lane, then, at a decision line just late enough for the farthest pass, swerves decisively (a
+saturating proportional controller) to a point beside the tree, passes it and drifts back to the lane centre. Small Gaussian noise is added to its actions.
 Hesitating between the two sides at the swerve point is fatal, which is what makes the task a test of
 multimodal imitation.
 """
@@ -28,7 +28,9 @@ class ExpertConfig:
     offset_gain: float = 0.5  # how strongly the tree's offset tilts the choice toward the wider side
     noise: float = 0.05  # standard deviation of the Gaussian action noise
     clearance: float = 0.1  # lateral gap kept between the car and the tree's edge
-    margin: float = -0.1  # the passing line is reached this far (forward) before the tree's front; negative: after it, which the round tree allows
+    # The passing line is reached this far (forward) before the tree's front row; negative: after it, which the
+    # round tree allows. No slack is left for hesitation.
+    margin: float = -0.1
     pass_distance: float = 0.35  # keep the passing line until this far beyond the tree's centre
     swerve_gain: float = 8.0  # proportional gain while swerving (saturates: decisive; gain * dt < 1: no overshoot)
     lane_gain: float = 1.5  # proportional gain toward the lane centre otherwise (smooth)
@@ -69,7 +71,9 @@ class TreeAvoidExpert:
     def decision_y(self) -> float:
         """Forward position where the swerve starts (the same in every episode)."""
         p, c = self.params, self.config
-        forward_speed = p.min_forward_speed + (c.swerve_throttle + 1.0) * 0.5 * (p.max_forward_speed - p.min_forward_speed)
+        forward_speed = p.min_forward_speed + (c.swerve_throttle + 1.0) * 0.5 * (
+            p.max_forward_speed - p.min_forward_speed
+        )
         farthest = p.tree_radius + c.clearance + p.tree_offset_range + 0.01  # lateral distance, worst case
         return p.tree_y - p.tree_radius - c.margin - forward_speed * farthest / p.max_lateral_speed
 

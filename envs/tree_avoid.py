@@ -212,7 +212,9 @@ ACTION_SPACE = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
 # ---------------------------------------------------------------------------------------------------------
 # Rendering (numpy only: no display needed)
 # ---------------------------------------------------------------------------------------------------------
-def render_frame(params: TreeAvoidParams, path: np.ndarray, tree_x: float, width: int = 240, height: int = 400) -> np.ndarray:
+def render_frame(
+    params: TreeAvoidParams, path: np.ndarray, tree_x: float, width: int = 240, height: int = 400
+) -> np.ndarray:
     """(H, W, 3) uint8 picture of the road, the tree, the finish line and the path (P, 2) so far."""
     p = params
     img = np.full((height, width, 3), (70, 150, 70), dtype=np.uint8)  # grass

@@ -38,8 +38,13 @@ class Demonstrations:
     def to(self, device: str | torch.device) -> Demonstrations:
         d = torch.device(device)
         return Demonstrations(
-            self.obs.to(d), self.act.to(d), self.episode.to(d), self.side.to(d), self.tree_x.to(d),
-            self.x_at_tree.to(d), self.source,
+            self.obs.to(d),
+            self.act.to(d),
+            self.episode.to(d),
+            self.side.to(d),
+            self.tree_x.to(d),
+            self.x_at_tree.to(d),
+            self.source,
         )
 
     def select_episodes(self, episodes: torch.Tensor) -> Demonstrations:
@@ -49,8 +54,13 @@ class Demonstrations:
         renumber = torch.cumsum(keep.long(), 0) - 1
         steps = keep[self.episode]
         return Demonstrations(
-            self.obs[steps], self.act[steps], renumber[self.episode[steps]], self.side[keep], self.tree_x[keep],
-            self.x_at_tree[keep], self.source,
+            self.obs[steps],
+            self.act[steps],
+            renumber[self.episode[steps]],
+            self.side[keep],
+            self.tree_x[keep],
+            self.x_at_tree[keep],
+            self.source,
         )
 
     def split(self, val_fraction: float, seed: int) -> tuple[Demonstrations, Demonstrations]:
@@ -91,7 +101,10 @@ def _fail(path: Path, problem: str) -> DatasetError:
 
 def _check_array(path: Path, ep: int, name: str, arr: np.ndarray, shape: tuple, float_kind: bool) -> None:
     if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
-        raise _fail(path, f"episode {ep}: {name} has shape {arr.shape}, expected {tuple('T' if s is None else s for s in shape)}")
+        raise _fail(
+            path,
+            f"episode {ep}: {name} has shape {arr.shape}, expected {tuple('T' if s is None else s for s in shape)}",
+        )
     if float_kind and arr.dtype.kind != "f":
         raise _fail(path, f"episode {ep}: {name} has dtype {arr.dtype}, expected a float type")
     if float_kind and not np.isfinite(arr).all():
@@ -133,7 +146,9 @@ def load_demonstrations(path: str | Path, device: str | torch.device = "cpu") ->
             raise _fail(path, f"episode {e}: actions outside the action space [{ACTION_LOW}, {ACTION_HIGH}]")
         for name in ("rewards", "terminations", "truncations"):
             if np.asarray(getattr(episode, name)).shape != (T,):
-                raise _fail(path, f"episode {e}: {name} has shape {np.asarray(getattr(episode, name)).shape}, expected ({T},)")
+                raise _fail(
+                    path, f"episode {e}: {name} has shape {np.asarray(getattr(episode, name)).shape}, expected ({T},)"
+                )
         infos = episode.infos or {}
         if "side" not in infos:
             raise _fail(path, f"episode {e}: infos lack 'side' (which side the demonstrator passed the tree on)")

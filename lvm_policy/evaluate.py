@@ -111,7 +111,9 @@ def rollout(
     return Rollouts(**out, tree_x=obs0[:, 2].cpu(), paths=None if paths is None else paths.cpu())
 
 
-def make_rollout_step(policy: Policy, env: TreeAvoidVectorEnv, obs0: torch.Tensor, deterministic: bool, record_paths: int = 0):
+def make_rollout_step(
+    policy: Policy, env: TreeAvoidVectorEnv, obs0: torch.Tensor, deterministic: bool, record_paths: int = 0
+):
     """A step function that advances every environment by one step, entirely in place on fixed buffers.
 
     Everything it reads and writes lives in preallocated tensors (the env state, the observation, the latched
@@ -232,7 +234,9 @@ def summarize(r: Rollouts, reference: dict[str, Any] | None = None) -> dict[str,
         edges = torch.tensor(reference["offset_bin_edges"])
         demo_probs = torch.tensor(reference["left_prob_by_offset"], dtype=torch.float32)
         metrics["demo_left_fraction"] = reference["left_fraction"]
-        metrics["side_calibration_error"] = side_calibration_error(left_prob_by_offset(r.side, r.tree_x, edges), demo_probs)
+        metrics["side_calibration_error"] = side_calibration_error(
+            left_prob_by_offset(r.side, r.tree_x, edges), demo_probs
+        )
         metrics["path_distance"] = energy_distance_1d(r.x_at_tree, torch.tensor(reference["x_at_tree"]))
     return metrics
 

@@ -25,7 +25,9 @@ def rollout_gym(policy: Policy, episodes: int, seed: int = EVAL_SEED, determinis
 
     env = gym.make("TreeAvoid-v0")
     env.reset(seed=seed)  # seeds the episode stream; evaluate_policy resets without a seed after this
-    outcomes: dict[str, list] = {k: [] for k in ("success", "collision", "off_road", "side", "switches", "x_at_tree", "tree_x", "length")}
+    outcomes: dict[str, list] = {
+        k: [] for k in ("success", "collision", "off_road", "side", "switches", "x_at_tree", "tree_x", "length")
+    }
 
     def record(locals_: dict[str, Any], _globals: dict[str, Any]) -> None:
         if locals_["dones"][0]:
@@ -43,8 +45,14 @@ def rollout_gym(policy: Policy, episodes: int, seed: int = EVAL_SEED, determinis
     policy.reset()
     evaluate_policy(policy, env, n_eval_episodes=episodes, deterministic=deterministic, callback=record, warn=False)
     as_tensor = {
-        "success": torch.bool, "collision": torch.bool, "off_road": torch.bool, "side": torch.int64,
-        "switches": torch.int64, "x_at_tree": torch.float32, "tree_x": torch.float32, "length": torch.int64,
+        "success": torch.bool,
+        "collision": torch.bool,
+        "off_road": torch.bool,
+        "side": torch.int64,
+        "switches": torch.int64,
+        "x_at_tree": torch.float32,
+        "tree_x": torch.float32,
+        "length": torch.int64,
     }
     return Rollouts(**{k: torch.tensor(outcomes[k][:episodes], dtype=dt) for k, dt in as_tensor.items()})
 
@@ -53,7 +61,9 @@ def evaluate_gym(policy: Policy, reference: dict | None, episodes: int, determin
     return summarize(rollout_gym(policy, episodes, deterministic=deterministic), reference)
 
 
-def record_video(policy: Policy, path: Path, episodes: int = 4, seed: int = EVAL_SEED, deterministic: bool = False) -> None:
+def record_video(
+    policy: Policy, path: Path, episodes: int = 4, seed: int = EVAL_SEED, deterministic: bool = False
+) -> None:
     """Write a gif (or an mp4 when imageio-ffmpeg is installed) of a few episodes, rendered without a display."""
     import imageio.v2 as imageio
 
@@ -81,7 +91,9 @@ def record_video(policy: Policy, path: Path, episodes: int = 4, seed: int = EVAL
         try:
             import imageio_ffmpeg  # noqa: F401
         except ImportError:
-            raise ConfigError("writing mp4 needs imageio-ffmpeg (pip install imageio-ffmpeg); use a .gif path") from None
+            raise ConfigError(
+                "writing mp4 needs imageio-ffmpeg (pip install imageio-ffmpeg); use a .gif path"
+            ) from None
         imageio.mimsave(path, frames, fps=10)
     else:
         imageio.mimsave(path, frames, duration=0.1, loop=0)

@@ -44,7 +44,9 @@ def diag_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.T
     return (-0.5 * z.pow(2) - log_std - 0.5 * LOG_2PI).sum(-1)
 
 
-def diag_gaussian_kl(mean_q: torch.Tensor, log_var_q: torch.Tensor, mean_p: torch.Tensor, log_var_p: torch.Tensor) -> torch.Tensor:
+def diag_gaussian_kl(
+    mean_q: torch.Tensor, log_var_q: torch.Tensor, mean_p: torch.Tensor, log_var_p: torch.Tensor
+) -> torch.Tensor:
     """KL(N(mean_q, var_q) || N(mean_p, var_p)) per dimension (closed form, no sum): (..., D)."""
     return 0.5 * (log_var_p - log_var_q + (log_var_q.exp() + (mean_q - mean_p).pow(2)) * torch.exp(-log_var_p) - 1.0)
 

@@ -13,7 +13,9 @@ SIDE_COLOURS = {SIDE_LEFT: "#1f77b4", SIDE_RIGHT: "#d62728"}
 OTHER_COLOUR = "#7f7f7f"
 
 
-def _draw_panel(ax, paths: list[np.ndarray], sides: list[int], tree_xs: list[float], title: str, params: TreeAvoidParams) -> None:
+def _draw_panel(
+    ax, paths: list[np.ndarray], sides: list[int], tree_xs: list[float], title: str, params: TreeAvoidParams
+) -> None:
     """Paths (T, 2) drawn relative to their tree (x - tree_x), so that every episode's tree is the same disc."""
     import matplotlib.patches as mpatches
 
@@ -31,7 +33,9 @@ def _draw_panel(ax, paths: list[np.ndarray], sides: list[int], tree_xs: list[flo
     ax.set_xlabel("x - tree x")
 
 
-def plot_paths(panels: list[tuple[str, list[np.ndarray], list[int], list[float]]], out: Path, params: TreeAvoidParams | None = None) -> None:
+def plot_paths(
+    panels: list[tuple[str, list[np.ndarray], list[int], list[float]]], out: Path, params: TreeAvoidParams | None = None
+) -> None:
     """Side-by-side panels (title, paths, sides, tree offsets), written as a PNG."""
     import matplotlib
 
@@ -43,8 +47,14 @@ def plot_paths(panels: list[tuple[str, list[np.ndarray], list[int], list[float]]
     for ax, (title, paths, sides, tree_xs) in zip(axes[0], panels):
         _draw_panel(ax, paths, sides, tree_xs, title, params)
     axes[0][0].set_ylabel("y (forward)")
-    handles = [plt.Line2D([], [], color=c, label=lbl) for c, lbl in
-               ((SIDE_COLOURS[SIDE_LEFT], "passed left"), (SIDE_COLOURS[SIDE_RIGHT], "passed right"), (OTHER_COLOUR, "crashed"))]
+    handles = [
+        plt.Line2D([], [], color=c, label=lbl)
+        for c, lbl in (
+            (SIDE_COLOURS[SIDE_LEFT], "passed left"),
+            (SIDE_COLOURS[SIDE_RIGHT], "passed right"),
+            (OTHER_COLOUR, "crashed"),
+        )
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     out = Path(out)

@@ -262,7 +262,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         atomic_write_text(run / "config.json", json.dumps(config_to_json(cfg), indent=2))
         atomic_write_text(
             run / "demo_stats.json",
-            json.dumps(dict(reference, val_episodes_of=str(cfg.demos), val_fraction=cfg.val_fraction, split_seed=cfg.seed)),
+            json.dumps(
+                dict(reference, val_episodes_of=str(cfg.demos), val_fraction=cfg.val_fraction, split_seed=cfg.seed)
+            ),
         )
 
     writer = SummaryWriter(str(run / "tb"))
@@ -276,12 +278,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 writer.add_scalar(f"{record.get('kind', 'train')}/{k}", v, record["step"])
 
     def checkpoint(step: int, seconds: float) -> None:
-        save_checkpoint(run / "latest", policy, opt, sched, gen, step, {"best_score": best_score, "train_seconds": seconds})
+        save_checkpoint(
+            run / "latest", policy, opt, sched, gen, step, {"best_score": best_score, "train_seconds": seconds}
+        )
 
     N = train_set.obs.shape[0]
     t0 = time.perf_counter()
-    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, disable=not cfg.progress,
-               desc=f"{cfg.policy} seed {cfg.seed}", dynamic_ncols=True)
+    bar = tqdm(
+        range(start_step, cfg.steps),
+        initial=start_step,
+        total=cfg.steps,
+        disable=not cfg.progress,
+        desc=f"{cfg.policy} seed {cfg.seed}",
+        dynamic_ncols=True,
+    )
     try:
         policy.train()
         for step in bar:
@@ -306,8 +316,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 metrics = summarize(rollout(policy, cfg.eval_episodes, device=device), reference)
                 metrics["nll"] = heldout_nll(policy, val_set.obs, val_set.act)
                 score = eval_score(metrics)
-                log(dict(kind="eval", step=done, score=score, train_seconds=seconds,
-                         **{k: v for k, v in metrics.items() if not isinstance(v, list)}))
+                log(
+                    dict(
+                        kind="eval",
+                        step=done,
+                        score=score,
+                        train_seconds=seconds,
+                        **{k: v for k, v in metrics.items() if not isinstance(v, list)},
+                    )
+                )
                 if score > best_score:
                     best_score = score
                     staged = Path(tempfile.mkdtemp(prefix=".best-", dir=run))

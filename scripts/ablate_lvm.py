@@ -79,8 +79,10 @@ def main(args: Args) -> None:
     for prior in args.priors:
         for hold in (True, False):
             rows = [r for r in results if r["prior"] == prior and r["hold_latent"] == hold]
-            mean = {k: sum(r[k] for r in rows) / len(rows) for k in
-                    ("success_rate", "left_fraction", "side_calibration_error", "switches_per_episode", "nll")}
+            mean = {
+                k: sum(r[k] for r in rows) / len(rows)
+                for k in ("success_rate", "left_fraction", "side_calibration_error", "switches_per_episode", "nll")
+            }
             lines.append(
                 f"| {prior} | {'held for the episode' if hold else 'drawn every step'} | {mean['success_rate']:.3f} | "
                 f"{mean['left_fraction']:.3f} | {mean['side_calibration_error']:.3f} | "

@@ -1,7 +1,7 @@
 """Collect the TreeAvoid expert demonstrations as a Minari dataset.
 
-    python scripts/collect_demos.py                 # the standard dataset: demos/tree_avoid/expert-v0
-    python scripts/collect_demos.py --episodes 200 --left-prob 0.7 --out /tmp/demos
+python scripts/collect_demos.py                 # the standard dataset: demos/tree_avoid/expert-v0
+python scripts/collect_demos.py --episodes 200 --left-prob 0.7 --out /tmp/demos
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from envs.tree_avoid import TreeAvoidParams  # noqa: E402
 from lvm_policy.cli import run_main  # noqa: E402
 from lvm_policy.collect import DEFAULT_DEMOS, collect  # noqa: E402
-from envs.tree_avoid import TreeAvoidParams  # noqa: E402
 from lvm_policy.errors import ConfigError  # noqa: E402
 
 
@@ -47,7 +47,10 @@ def main(args: Args) -> None:
     seconds = time.perf_counter() - start
     steps = sum(len(a) for a in data.actions)
     left = sum(int(i["side"][-1] == 1) for i in data.infos)
-    success = sum(int(bool(term[-1]) and float(obs[-1, 1]) >= TreeAvoidParams().finish_y) for term, obs in zip(data.terminations, data.observations))
+    success = sum(
+        int(bool(term[-1]) and float(obs[-1, 1]) >= TreeAvoidParams().finish_y)
+        for term, obs in zip(data.terminations, data.observations)
+    )
     print(
         f"wrote {args.episodes} episodes ({steps} steps) to {args.out} in {seconds:.2f} s; "
         f"expert success {success / args.episodes:.4f}, left share {left / args.episodes:.3f}"

@@ -97,8 +97,13 @@ def main(args: Args) -> None:
             for deterministic in (False, True):
                 t = time.perf_counter()
                 m = evaluate_policy_batched(policy, reference, heldout, args.episodes, deterministic, device)
-                m.update(policy=name, seed=seed, deterministic=deterministic, train_seconds=trained["train_seconds"],
-                         eval_seconds=time.perf_counter() - t)
+                m.update(
+                    policy=name,
+                    seed=seed,
+                    deterministic=deterministic,
+                    train_seconds=trained["train_seconds"],
+                    eval_seconds=time.perf_counter() - t,
+                )
                 records.append(m)
             if seed == args.seeds[0]:
                 r = rollout(policy, 300, deterministic=False, device=device, record_paths=300)
@@ -106,7 +111,9 @@ def main(args: Args) -> None:
                 if name == "gaussian":
                     r = rollout(policy, 300, deterministic=True, device=device, record_paths=300)
                     panels.append(rollout_panel("gaussian (mean)", r))
-            print(f"{name} seed {seed}: success {records[-2]['success_rate']:.4f} (low-noise {records[-1]['success_rate']:.4f})")
+            print(
+                f"{name} seed {seed}: success {records[-2]['success_rate']:.4f} (low-noise {records[-1]['success_rate']:.4f})"
+            )
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(records, indent=1))

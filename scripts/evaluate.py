@@ -1,10 +1,10 @@
 """Evaluate a trained policy by rolling it out in the batched TreeAvoid env (or through gymnasium + SB3).
 
-    python scripts/evaluate.py runs/lvm-seed0                       # 10,000 episodes, batched, table
-    python scripts/evaluate.py runs/lvm-seed0 --json                # one JSON object
-    python scripts/evaluate.py runs/gaussian-seed0 --deterministic  # the mean action: the averaging failure
-    python scripts/evaluate.py runs/lvm-seed0 --gym --episodes 500  # gym.make envs + SB3 evaluate_policy
-    python scripts/evaluate.py runs/lvm-seed0 --video lvm.gif       # a few rendered episodes
+python scripts/evaluate.py runs/lvm-seed0                       # 10,000 episodes, batched, table
+python scripts/evaluate.py runs/lvm-seed0 --json                # one JSON object
+python scripts/evaluate.py runs/gaussian-seed0 --deterministic  # the mean action: the averaging failure
+python scripts/evaluate.py runs/lvm-seed0 --gym --episodes 500  # gym.make envs + SB3 evaluate_policy
+python scripts/evaluate.py runs/lvm-seed0 --video lvm.gif       # a few rendered episodes
 """
 
 from __future__ import annotations
@@ -69,9 +69,16 @@ def main(args: Args) -> None:
         if heldout is not None:
             metrics["nll"] = heldout_nll(policy, heldout.obs.cpu(), heldout.act.cpu())
     else:
-        metrics = evaluate_policy_batched(policy, reference, heldout, args.episodes, args.deterministic, device, args.seed)
-    metrics.update(policy=policy.name, mode="gym" if args.gym else "batched", deterministic=args.deterministic,
-                   device=str(device if not args.gym else "cpu"), seconds=time.perf_counter() - start)
+        metrics = evaluate_policy_batched(
+            policy, reference, heldout, args.episodes, args.deterministic, device, args.seed
+        )
+    metrics.update(
+        policy=policy.name,
+        mode="gym" if args.gym else "batched",
+        deterministic=args.deterministic,
+        device=str(device if not args.gym else "cpu"),
+        seconds=time.perf_counter() - start,
+    )
     if args.video is not None:
         from lvm_policy.gym_eval import record_video
 

@@ -1,7 +1,7 @@
 """Draw the demonstration paths around the tree, coloured by the side taken, to a PNG.
 
-    python scripts/plot_demos.py                         # results/demos.png from the default dataset
-    python scripts/plot_demos.py --demos PATH --out fig.png --max-paths 500
+python scripts/plot_demos.py                         # results/demos.png from the default dataset
+python scripts/plot_demos.py --demos PATH --out fig.png --max-paths 500
 """
 
 from __future__ import annotations

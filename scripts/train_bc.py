@@ -1,9 +1,9 @@
 """Behavioural cloning on the TreeAvoid demonstrations; the latent-variable policy by default.
 
-    python scripts/train_bc.py                                  # lvm, default demos (collected if missing)
-    python scripts/train_bc.py --policy gmm --gmm.num-components 8 --seed 1
-    python scripts/train_bc.py --resume runs/lvm-seed0          # continue a run from its latest checkpoint
-    python scripts/train_bc.py --help                           # every option of every class
+python scripts/train_bc.py                                  # lvm, default demos (collected if missing)
+python scripts/train_bc.py --policy gmm --gmm.num-components 8 --seed 1
+python scripts/train_bc.py --resume runs/lvm-seed0          # continue a run from its latest checkpoint
+python scripts/train_bc.py --help                           # every option of every class
 """
 
 from __future__ import annotations
@@ -19,8 +19,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from lvm_policy.cli import run_main  # noqa: E402
 from lvm_policy.train import TrainConfig, train  # noqa: E402
 
-KEYS = ("success_rate", "collision_rate", "left_fraction", "demo_left_fraction", "side_calibration_error",
-        "switches_per_episode", "nll", "path_distance", "train_seconds")
+KEYS = (
+    "success_rate",
+    "collision_rate",
+    "left_fraction",
+    "demo_left_fraction",
+    "side_calibration_error",
+    "switches_per_episode",
+    "nll",
+    "path_distance",
+    "train_seconds",
+)
 
 
 def main(cfg: TrainConfig) -> None:

@@ -14,8 +14,23 @@ from safetensors.torch import load_file
 from lvm_policy import load_policy
 from tests.conftest import ROOT
 
-SMALL = ["--steps", "60", "--batch-size", "128", "--eval-every", "20", "--eval-episodes", "50",
-         "--final-eval-episodes", "100", "--log-every", "10", "--no-progress", "--device", "cpu"]
+SMALL = [
+    "--steps",
+    "60",
+    "--batch-size",
+    "128",
+    "--eval-every",
+    "20",
+    "--eval-episodes",
+    "50",
+    "--final-eval-episodes",
+    "100",
+    "--log-every",
+    "10",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 def run(*args, timeout=240):
@@ -40,14 +55,33 @@ def trained_run(small_demos, tmp_path_factory):
 
 
 def test_train_bc_writes_a_complete_run(trained_run):
-    for name in ("config.json", "demo_stats.json", "metrics.json", "log.jsonl", "latest/model.safetensors",
-                 "latest/train_state.safetensors", "best/model.safetensors", "best/config.json"):
+    for name in (
+        "config.json",
+        "demo_stats.json",
+        "metrics.json",
+        "log.jsonl",
+        "latest/model.safetensors",
+        "latest/train_state.safetensors",
+        "best/model.safetensors",
+        "best/config.json",
+    ):
         assert (trained_run / name).is_file(), name
     assert list((trained_run / "tb").glob("events.out.tfevents.*"))
     metrics = json.loads((trained_run / "metrics.json").read_text())
-    for key in ("success_rate", "success_ci95", "collision_rate", "off_road_rate", "mean_episode_length", "episodes",
-                "left_fraction", "demo_left_fraction", "side_calibration_error", "switches_per_episode", "nll",
-                "path_distance"):
+    for key in (
+        "success_rate",
+        "success_ci95",
+        "collision_rate",
+        "off_road_rate",
+        "mean_episode_length",
+        "episodes",
+        "left_fraction",
+        "demo_left_fraction",
+        "side_calibration_error",
+        "switches_per_episode",
+        "nll",
+        "path_distance",
+    ):
         assert key in metrics, key
     log = [json.loads(line) for line in (trained_run / "log.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in log} == {"train", "eval"} and "nll" in log[0]
@@ -58,7 +92,16 @@ def test_evaluate_json_and_gym_mode_agree(trained_run, tmp_path):
     r = run("scripts/evaluate.py", str(trained_run), "--episodes", "2000", "--json", "--device", "cpu")
     assert r.returncode == 0, r.stderr
     batched = json.loads(r.stdout)
-    r = run("scripts/evaluate.py", str(trained_run), "--episodes", "300", "--json", "--gym", "--video", str(tmp_path / "v.gif"))
+    r = run(
+        "scripts/evaluate.py",
+        str(trained_run),
+        "--episodes",
+        "300",
+        "--json",
+        "--gym",
+        "--video",
+        str(tmp_path / "v.gif"),
+    )
     assert r.returncode == 0, r.stderr
     gym_m = json.loads(r.stdout)
     assert (tmp_path / "v.gif").stat().st_size > 1000
@@ -77,8 +120,13 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(small_demos, tmp_path
     assert run("scripts/train_bc.py", *args, "--out", str(full)).returncode == 0
     killed = tmp_path / "killed"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "scripts/train_bc.py", *args, "--out", str(killed)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "scripts/train_bc.py", *args, "--out", str(killed)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     state = killed / "latest" / "train_state.json"
     deadline = time.time() + 120
     while time.time() < deadline and not (state.is_file() and json.loads(state.read_text())["step"] >= 80):
@@ -96,13 +144,23 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(small_demos, tmp_path
 
 def test_bad_options_and_inputs_fail_with_one_line(small_demos, trained_run, tmp_path):
     out = str(tmp_path / "x")
-    assert_one_line_error(run("scripts/train_bc.py", "--demos", str(tmp_path / "missing"), "--out", out, *SMALL), "not found")
-    assert_one_line_error(run("scripts/train_bc.py", "--demos", str(small_demos), "--out", out, *SMALL, "--steps", "0"), "--steps")
-    assert_one_line_error(run("scripts/train_bc.py", "--demos", str(small_demos), "--out", out, *SMALL, "--batch-size", "0"), "--batch-size")
+    assert_one_line_error(
+        run("scripts/train_bc.py", "--demos", str(tmp_path / "missing"), "--out", out, *SMALL), "not found"
+    )
+    assert_one_line_error(
+        run("scripts/train_bc.py", "--demos", str(small_demos), "--out", out, *SMALL, "--steps", "0"), "--steps"
+    )
+    assert_one_line_error(
+        run("scripts/train_bc.py", "--demos", str(small_demos), "--out", out, *SMALL, "--batch-size", "0"),
+        "--batch-size",
+    )
     assert_one_line_error(run("scripts/evaluate.py", str(trained_run), "--episodes", "-5"), "--episodes")
     # an existing run is never overwritten
     before = (trained_run / "best" / "model.safetensors").read_bytes()
-    assert_one_line_error(run("scripts/train_bc.py", "--policy", "gmm", "--demos", str(small_demos), "--out", str(trained_run), *SMALL), "--resume")
+    assert_one_line_error(
+        run("scripts/train_bc.py", "--policy", "gmm", "--demos", str(small_demos), "--out", str(trained_run), *SMALL),
+        "--resume",
+    )
     assert (trained_run / "best" / "model.safetensors").read_bytes() == before
     r = run("scripts/train_bc.py", "--policy", "nope", "--out", out)
     assert r.returncode != 0 and "Traceback" not in r.stderr
@@ -133,8 +191,12 @@ def test_damaged_foreign_and_pickled_checkpoints_are_refused(trained_run, tmp_pa
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     marker = tmp_path / "pwned"
-    payload = f"import pickle, os\nclass P:\n    def __reduce__(self):\n        return (os.system, ('touch {marker}',))\n"
-    subprocess.run([sys.executable, "-c", payload + f"pickle.dump(P(), open('{pickled / 'model.pt'}', 'wb'))"], check=True)
+    payload = (
+        f"import pickle, os\nclass P:\n    def __reduce__(self):\n        return (os.system, ('touch {marker}',))\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", payload + f"pickle.dump(P(), open('{pickled / 'model.pt'}', 'wb'))"], check=True
+    )
     shutil.copy(trained_run / "best" / "config.json", pickled / "config.json")
     assert_one_line_error(run("scripts/evaluate.py", str(pickled), "--episodes", "10"), "refusing")
     assert not marker.exists()

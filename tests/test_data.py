@@ -86,15 +86,30 @@ def test_missing_truncated_and_empty(tmp_path, small_demos):
 def test_collect_demos_cli(tmp_path):
     out = tmp_path / "d"
     r = subprocess.run(
-        [sys.executable, "scripts/collect_demos.py", "--episodes", "50", "--seed", "3", "--left-prob", "0.8",
-         "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+        [
+            sys.executable,
+            "scripts/collect_demos.py",
+            "--episodes",
+            "50",
+            "--seed",
+            "3",
+            "--left-prob",
+            "0.8",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, r.stderr
     d = load_demonstrations(out)
     assert d.num_episodes == 50 and d.left_fraction() > 0.6
     bad = subprocess.run(
         [sys.executable, "scripts/collect_demos.py", "--episodes", "-3", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "episodes" in bad.stderr
     assert load_demonstrations(out).num_episodes == 50  # nothing lost

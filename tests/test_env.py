@@ -55,7 +55,7 @@ def test_single_and_batched_env_agree_step_by_step(num_envs):
     np.testing.assert_array_equal(vobs.numpy(), sobs)
     rng = np.random.default_rng(0)
     ended = 0
-    for t in range(300):
+    for _ in range(300):
         # Random lateral actions with a forward bias: a mix of crashes, successes and side crossings.
         actions = np.clip(rng.normal([0.0, 0.8], [0.7, 0.3], size=(num_envs, 2)), -1, 1).astype(np.float32)
         vobs, vrew, vterm, vtrunc, vinfo = venv.step(torch.from_numpy(actions))

@@ -22,7 +22,11 @@ def test_wilson_interval_known_values():
 def test_energy_distance_matches_pairwise_formula():
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(300, generator=g), torch.randn(200, generator=g) * 1.5 + 0.4
-    brute = 2 * (x[:, None] - y[None]).abs().mean() - (x[:, None] - x[None]).abs().mean() - (y[:, None] - y[None]).abs().mean()
+    brute = (
+        2 * (x[:, None] - y[None]).abs().mean()
+        - (x[:, None] - x[None]).abs().mean()
+        - (y[:, None] - y[None]).abs().mean()
+    )
     assert abs(energy_distance_1d(x, y) - float(brute)) < 1e-5
     assert energy_distance_1d(x, x) == 0.0
     assert math.isnan(energy_distance_1d(torch.tensor([float("nan")]), y))
@@ -33,8 +37,12 @@ def _rollouts(side, tree_x, success=None):
     side = torch.tensor(side)
     return Rollouts(
         success=torch.ones(n, dtype=torch.bool) if success is None else torch.tensor(success),
-        collision=torch.zeros(n, dtype=torch.bool), off_road=torch.zeros(n, dtype=torch.bool), side=side,
-        switches=torch.zeros(n, dtype=torch.int64), length=torch.full((n,), 50), x_at_tree=torch.zeros(n),
+        collision=torch.zeros(n, dtype=torch.bool),
+        off_road=torch.zeros(n, dtype=torch.bool),
+        side=side,
+        switches=torch.zeros(n, dtype=torch.int64),
+        length=torch.full((n,), 50),
+        x_at_tree=torch.zeros(n),
         tree_x=torch.tensor(tree_x),
     )
 
@@ -46,14 +54,36 @@ def test_always_left_has_left_fraction_one_and_the_expected_calibration_error():
     demo_tx = torch.tensor([-0.1] * 10 + [0.1] * 10)
     demo_probs = left_prob_by_offset(demo_side, demo_tx, edges)
     torch.testing.assert_close(demo_probs, torch.tensor([0.2, 0.8]))
-    reference = {"left_fraction": 0.5, "offset_bin_edges": edges.tolist(), "left_prob_by_offset": demo_probs.tolist(),
-                 "x_at_tree": [0.0] * 20}
+    reference = {
+        "left_fraction": 0.5,
+        "offset_bin_edges": edges.tolist(),
+        "left_prob_by_offset": demo_probs.tolist(),
+        "x_at_tree": [0.0] * 20,
+    }
     m = summarize(_rollouts([SIDE_LEFT] * 6, [-0.1, -0.05, -0.01, 0.02, 0.1, 0.12]), reference)
     assert m["left_fraction"] == 1.0
     assert abs(m["side_calibration_error"] - ((1 - 0.2) + (1 - 0.8)) / 2) < 1e-6
     # a perfectly calibrated policy has error 0; crashes before the tree do not count toward the side share
-    m = summarize(_rollouts([SIDE_LEFT, SIDE_RIGHT, SIDE_NONE, SIDE_LEFT, SIDE_LEFT, SIDE_LEFT, SIDE_LEFT, SIDE_RIGHT, SIDE_LEFT, SIDE_RIGHT, SIDE_RIGHT, SIDE_RIGHT],
-                            [-0.1] * 6 + [0.1] * 6), None)
+    m = summarize(
+        _rollouts(
+            [
+                SIDE_LEFT,
+                SIDE_RIGHT,
+                SIDE_NONE,
+                SIDE_LEFT,
+                SIDE_LEFT,
+                SIDE_LEFT,
+                SIDE_LEFT,
+                SIDE_RIGHT,
+                SIDE_LEFT,
+                SIDE_RIGHT,
+                SIDE_RIGHT,
+                SIDE_RIGHT,
+            ],
+            [-0.1] * 6 + [0.1] * 6,
+        ),
+        None,
+    )
     assert abs(m["left_fraction"] - 6 / 11) < 1e-6
     assert side_calibration_error(torch.tensor([0.2, 0.8]), demo_probs) == 0.0
 

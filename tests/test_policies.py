@@ -99,7 +99,12 @@ def test_autoregressive_density_integrates_to_one_and_sampling_matches_bins():
 
 def test_gaussian_kl_matches_monte_carlo():
     torch.manual_seed(0)
-    mq, lq, mp, lp = torch.tensor([0.3, -1.0]), torch.tensor([-0.5, 0.4]), torch.tensor([0.1, 0.5]), torch.tensor([0.2, -0.3])
+    mq, lq, mp, lp = (
+        torch.tensor([0.3, -1.0]),
+        torch.tensor([-0.5, 0.4]),
+        torch.tensor([0.1, 0.5]),
+        torch.tensor([0.2, -0.3]),
+    )
     z = mq + torch.exp(0.5 * lq) * torch.randn(1_000_000, 2)
     log_q = -0.5 * ((z - mq) ** 2 / lq.exp() + lq + math.log(2 * math.pi))
     log_p = -0.5 * ((z - mp) ** 2 / lp.exp() + lp + math.log(2 * math.pi))

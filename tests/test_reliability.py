@@ -20,8 +20,13 @@ from tests.test_cli import SMALL, assert_one_line_error, run
 def test_killed_collection_leaves_no_dataset(tmp_path):
     out = tmp_path / "demos"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "scripts/collect_demos.py", "--episodes", "20000", "--out", str(out)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "scripts/collect_demos.py", "--episodes", "20000", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not list(tmp_path.glob(".collect-*/**/*.hdf5")):
         time.sleep(0.02)
@@ -58,8 +63,20 @@ def test_training_across_seeds_stays_finite(small_demos):
 
 def test_divergence_stops_with_a_message_and_keeps_good_weights(small_demos, tmp_path):
     out = tmp_path / "diverge"
-    r = run("scripts/train_bc.py", "--policy", "gmm", "--demos", str(small_demos), "--out", str(out), *SMALL,
-            "--lr", "1e12", "--steps", "200")
+    r = run(
+        "scripts/train_bc.py",
+        "--policy",
+        "gmm",
+        "--demos",
+        str(small_demos),
+        "--out",
+        str(out),
+        *SMALL,
+        "--lr",
+        "1e12",
+        "--steps",
+        "200",
+    )
     assert_one_line_error(r, "loss became")
     from lvm_policy import load_policy
 

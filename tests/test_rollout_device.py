@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from envs import TreeAvoidVectorEnv
 from lvm_policy import make_policy
 from lvm_policy.evaluate import make_rollout_step, rollout, summarize
-from envs import TreeAvoidVectorEnv
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -58,7 +58,8 @@ class AutoregressivePolicy(Policy):
     def _log_prob(self, obs_n, act):
         bins = self._bins(act)
         logp = sum(
-            torch.log_softmax(lg, -1).gather(-1, bins[:, j : j + 1])[:, 0] for j, lg in enumerate(self._logits(obs_n, act))
+            torch.log_softmax(lg, -1).gather(-1, bins[:, j : j + 1])[:, 0]
+            for j, lg in enumerate(self._logits(obs_n, act))
         )
         log_width = torch.log((self.act_high - self.act_low) / self.config.num_bins).sum()
         return logp - log_width

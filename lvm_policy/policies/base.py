@@ -69,7 +69,9 @@ class Policy(nn.Module):
     name: ClassVar[str]
     config_class: ClassVar[type[PolicyConfig]]
 
-    def __init__(self, obs_dim: int, act_dim: int, config: PolicyConfig, action_low: float = -1.0, action_high: float = 1.0):
+    def __init__(
+        self, obs_dim: int, act_dim: int, config: PolicyConfig, action_low: float = -1.0, action_high: float = 1.0
+    ):
         super().__init__()
         config.validate()
         self.obs_dim, self.act_dim, self.config = obs_dim, act_dim, config
@@ -218,7 +220,10 @@ def load_policy(directory: str | Path, device: str | torch.device = "cpu") -> Po
     if not weights_path.is_file():
         pickles = [p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES]
         if pickles:
-            raise CheckpointError(f"{directory}: refusing to load {pickles[0]}: only safetensors checkpoints are loaded (pickle can run code)")
+            raise CheckpointError(
+                f"{directory}: refusing to load {pickles[0]}: only safetensors checkpoints are loaded "
+                "(pickle can run code)"
+            )
         raise CheckpointError(f"{directory}: no {WEIGHTS_FILE}")
     try:
         meta = json.loads(config_path.read_text())

@@ -10,15 +10,16 @@ Training maximises the ELBO (Kingma & Welling 2014; Sohn et al. 2015):
     ELBO(s, a) = E_{z ~ q(z|s,a)} [log pi(a | s, z)] - beta * KL(q(z | s, a) || p(z | s)),
 
 with z = mu_q + sigma_q * eps (reparameterisation). The KL is in closed form for the Gaussian priors; for the
-mixture it has none and is estimated at the same reparameterised sample, log q(z|s,a) - log p(z|s). beta rises linearly from 0 during
-a warm-up, and ``free_bits`` optionally stops the KL of a dimension from being pushed below a floor.
+mixture it has none and is estimated at the same reparameterised sample, log q(z|s,a) - log p(z|s). beta
+rises linearly from 0 during a warm-up, and ``free_bits`` optionally stops the KL of a dimension from being
+pushed below a floor.
 
 Pitfalls made visible in the logs: posterior collapse (``kl`` -> 0, ``active_dims`` -> 0: the decoder ignores
 z and averages the modes again) and prior holes (prior samples that land between the regions the encoder
 uses and decode to the average of the modes). The decoder's standard deviation is bounded in action units
-(``min_std``, ``max_std``) so that it cannot explain two modes as one wide Gaussian without z. On TreeAvoid the holes are what break the Gaussian priors: the
-encoder gives the two sides two narrow, distant codes at the decision point, a unimodal prior must cover both
-and puts much of its mass between them. A mixture prior can put one component on each code. 
+(``min_std``, ``max_std``) so that it cannot explain two modes as one wide Gaussian without z. On TreeAvoid the
+holes are what break the Gaussian priors: the encoder gives the two sides two narrow, distant codes at the decision point, a unimodal prior must cover both
+and puts much of its mass between them. A mixture prior can put one component on each code.
 At test time z ~ p(z | s), drawn every step or once per episode and held (``hold_latent``); z = 0 is never used
 because it is exactly the point between two symmetric modes. ``log_prob`` is the importance-weighted bound
 (IWAE, Burda et al. 2016) with K samples from q, a lower bound on log pi(a | s) that tightens as K grows.
@@ -185,7 +186,9 @@ class LatentPolicy(Policy):
         act_n = self.normalize_act(act)
         mu_q, lv_q = self.posterior(obs_n, act_n)
         std_q = torch.exp(0.5 * lv_q)
-        z = mu_q[:, None] + std_q[:, None] * torch.randn(mu_q.shape[0], k, mu_q.shape[1], device=mu_q.device)  # (B, K, dz)
+        z = mu_q[:, None] + std_q[:, None] * torch.randn(
+            mu_q.shape[0], k, mu_q.shape[1], device=mu_q.device
+        )  # (B, K, dz)
         log_q = diag_gaussian_log_prob(z, mu_q[:, None], 0.5 * lv_q[:, None])  # (B, K)
         log_p = self.prior_log_prob(z, self.prior_params(obs_n))  # (B, K)
         mean, log_std = self.decode(obs_n[:, None].expand(-1, k, -1), z)
