@@ -7,9 +7,9 @@ u = tree_x / tree_offset_range in [-1, 1], it goes left with probability
 
 which stays in [0, 1] and, since u is uniform and symmetric, averages exactly to ``left_prob``.
 It keeps its lane, then, at a decision line just late enough for the farthest pass, swerves decisively (a
-saturating proportional controller) to a point beside the tree, passes it and drifts back to the lane centre. Small Gaussian noise is added to its actions.
-Hesitating between the two sides at the swerve point is fatal, which is what makes the task a test of
-multimodal imitation.
+saturating proportional controller) to a point beside the tree, passes it and drifts back to the lane centre.
+Small Gaussian noise is added to its actions. Hesitating between the two sides at the swerve point is fatal,
+which is what makes the task a test of multimodal imitation.
 """
 
 from __future__ import annotations

@@ -15,11 +15,12 @@ rises linearly from 0 during a warm-up, and ``free_bits`` optionally stops the K
 pushed below a floor.
 
 Pitfalls made visible in the logs: posterior collapse (``kl`` -> 0, ``active_dims`` -> 0: the decoder ignores
-z and averages the modes again) and prior holes (prior samples that land between the regions the encoder
-uses and decode to the average of the modes). The decoder's standard deviation is bounded in action units
-(``min_std``, ``max_std``) so that it cannot explain two modes as one wide Gaussian without z. On TreeAvoid the
-holes are what break the Gaussian priors: the encoder gives the two sides two narrow, distant codes at the decision point, a unimodal prior must cover both
-and puts much of its mass between them. A mixture prior can put one component on each code.
+z and averages the modes again) and prior holes (prior samples that land between the regions the encoder uses
+and decode to the average of the modes). The decoder's standard deviation is bounded in action units
+(``min_std``, ``max_std``) so that it cannot explain two modes as one wide Gaussian without z. On TreeAvoid
+the holes are what break the Gaussian priors: the encoder gives the two sides two narrow, distant codes at the
+decision point, a unimodal prior must cover both and puts much of its mass between them. A mixture prior can
+put one component on each code.
 At test time z ~ p(z | s), drawn every step or once per episode and held (``hold_latent``); z = 0 is never used
 because it is exactly the point between two symmetric modes. ``log_prob`` is the importance-weighted bound
 (IWAE, Burda et al. 2016) with K samples from q, a lower bound on log pi(a | s) that tightens as K grows.
