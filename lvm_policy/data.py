@@ -16,6 +16,7 @@ import torch
 from lvm_policy.errors import DatasetError
 
 OBS_DIM, ACT_DIM = 3, 2
+ENV_IDS = ("TreeAvoid-v0",)
 ACTION_LOW, ACTION_HIGH = -1.0, 1.0
 
 
@@ -125,6 +126,9 @@ def load_demonstrations(path: str | Path, device: str | torch.device = "cpu") ->
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dataset = MinariDataset(data_dir)
+            env_id = dataset.spec.env_spec.id if dataset.spec.env_spec is not None else None
+            if env_id not in ENV_IDS:
+                raise _fail(path, f"made for environment {env_id!r}; this package knows {', '.join(ENV_IDS)}")
             episodes = list(dataset.iterate_episodes())
     except DatasetError:
         raise

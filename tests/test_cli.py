@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -200,6 +201,24 @@ def test_damaged_foreign_and_pickled_checkpoints_are_refused(trained_run, tmp_pa
     shutil.copy(trained_run / "best" / "config.json", pickled / "config.json")
     assert_one_line_error(run("scripts/evaluate.py", str(pickled), "--episodes", "10"), "refusing")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "name,edit,message",
+    [
+        ("nan", lambda d: d.actions[2].__setitem__((3, 0), float("nan")), "NaN"),
+        ("outside", lambda d: d.actions[0].__setitem__((1, 1), 3.0), "outside the action space"),
+        ("shape", lambda d: d.actions.__setitem__(0, np.zeros((len(d.actions[0]), 3), np.float32)), "shape"),
+        ("dtype", lambda d: d.actions.__setitem__(0, np.zeros(d.actions[0].shape, np.int64)), "dtype"),
+    ],
+)
+def test_invalid_dataset_through_the_cli(tmp_path, name, edit, message):
+    from tests.test_data import _bad
+
+    bad = _bad(tmp_path, name, edit)
+    r = run("scripts/train_bc.py", "--demos", str(bad), "--out", str(tmp_path / "r"), *SMALL)
+    assert_one_line_error(r, str(bad), message)
+    assert not (tmp_path / "r").exists()
 
 
 def test_corrupt_dataset_through_the_cli(small_demos, tmp_path):

@@ -60,6 +60,18 @@ def test_invalid_datasets_are_named_and_explained(tmp_path, name, edit, message)
     assert "\n" not in str(err.value)
 
 
+def test_dataset_of_another_environment(tmp_path):
+    import json
+
+    out = _bad(tmp_path, "other", lambda d: None)
+    meta_path = out / "data" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["env_spec"] = meta["env_spec"].replace("TreeAvoid-v0", "Pendulum-v1")
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="Pendulum-v1"):
+        load_demonstrations(out)
+
+
 def test_missing_truncated_and_empty(tmp_path, small_demos):
     with pytest.raises(DatasetError, match="not found"):
         load_demonstrations(tmp_path / "nope")
