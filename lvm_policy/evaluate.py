@@ -14,7 +14,7 @@ import torch
 
 from envs.tree_avoid import TreeAvoidParams, TreeAvoidVectorEnv
 from lvm_policy.data import Demonstrations
-from lvm_policy.errors import CheckpointError
+from lvm_policy.errors import CheckpointError, ConfigError
 from lvm_policy.metrics import (
     energy_distance_1d,
     left_fraction,
@@ -48,7 +48,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CheckpointError("--device cuda was asked for but torch sees no CUDA device")
+        raise ConfigError("--device cuda was asked for but torch sees no CUDA device")
     return torch.device(device)
 
 
