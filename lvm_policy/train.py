@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from lvm_policy.checkpoint import atomic_write_bytes, atomic_write_text, replace_dir
@@ -239,7 +238,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # ---- seeding: fixed before anything random ------------------------------------------------------------
     torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     policy = make_policy(cfg.policy, demos.obs.shape[1], demos.act.shape[1], cfg.policy_config()).to(device)
     policy.env_id = ENV_ID
