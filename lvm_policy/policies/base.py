@@ -143,13 +143,13 @@ class Policy(nn.Module):
 
     def sample(self, obs: torch.Tensor, n: int = 1) -> torch.Tensor:
         """(B, n, A) actions drawn from pi(. | s), inside the action box."""
-        a = self._sample(self.normalize_obs(obs), n)
-        return torch.maximum(torch.minimum(a, self.act_high), self.act_low)
+        return torch.clamp(self._sample(self.normalize_obs(obs), n), self.act_low, self.act_high)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """(B, A) actions for observations (B, O); torch in and out, on the policy's device."""
-        a = self._act(self.normalize_obs(obs.to(self.obs_mean.dtype)), deterministic)
-        return torch.maximum(torch.minimum(a, self.act_high), self.act_low)
+        if obs.dtype != self.obs_mean.dtype:  # e.g. float64 from numpy code
+            obs = obs.to(self.obs_mean.dtype)
+        return torch.clamp(self._act(self.normalize_obs(obs), deterministic), self.act_low, self.act_high)
 
     @torch.no_grad()
     def predict(
@@ -163,7 +163,7 @@ class Policy(nn.Module):
         was_training = self.training
         if was_training:  # eval() walks every submodule: skip it when already in eval mode
             self.eval()
-        obs = torch.as_tensor(np.asarray(observation, dtype=np.float32), device=self.obs_mean.device)
+        obs = torch.from_numpy(np.asarray(observation, dtype=np.float32)).to(self.obs_mean.device)
         single = obs.dim() == 1
         obs = obs.reshape(-1, self.obs_dim)
         if episode_start is not None:
