@@ -15,7 +15,7 @@ Observation: ``(car_x, car_y, tree_x)``; which side the demonstrator picked is n
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -351,6 +351,3 @@ class TreeAvoidVectorEnv(VectorEnv):
         # The first environment, with its current position only (the batched env keeps no path history).
         s = self.state
         return render_frame(self.params, np.array([[float(s.x[0]), float(s.y[0])]]), float(s.tree_x[0]))
-
-    def params_dict(self) -> dict[str, Any]:
-        return asdict(self.params)

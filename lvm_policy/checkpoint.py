@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -40,3 +42,18 @@ def replace_dir(staged: Path, target: Path) -> None:
         target.rename(backup)
     staged.rename(target)
     shutil.rmtree(backup, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_dir(target: str | Path) -> Iterator[Path]:
+    """Yield an empty folder beside ``target``; when the block succeeds it replaces ``target`` (replace_dir),
+    when it fails it is removed. Readers never see a half-written ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield staged
+        replace_dir(staged, target)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise

@@ -76,10 +76,9 @@ class Demonstrations:
 
     def left_fraction(self) -> float:
         """Share of the episodes that crossed the tree row which passed it on the left."""
-        from envs.tree_avoid import SIDE_LEFT, SIDE_NONE
+        from lvm_policy.metrics import left_fraction
 
-        passed = self.side != SIDE_NONE
-        return float((self.side[passed] == SIDE_LEFT).float().mean()) if bool(passed.any()) else float("nan")
+        return left_fraction(self.side)
 
 
 def _crossing_x(obs: np.ndarray) -> float:

@@ -7,6 +7,8 @@ recorded with ``torch.where`` at its first ``done``; what the environment does a
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +62,22 @@ def check_compatible(policy: Policy, params: TreeAvoidParams) -> None:
         )
 
 
+@contextlib.contextmanager
+def evaluating(policy: Policy, seed: int) -> Iterator[None]:
+    """Eval mode and a forked RNG seeded with ``seed`` for the block; the policy's mode and the caller's random
+    state are restored afterwards, so evaluation is reproducible and never perturbs training."""
+    was_training = policy.training
+    policy.eval()
+    devices = [policy.device] if policy.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        if was_training:
+            policy.train()
+
+
 @torch.no_grad()
 def rollout(
     policy: Policy,
@@ -85,12 +103,8 @@ def rollout(
     if use_graph and device.type != "cuda":
         raise ValueError("cuda_graph=True needs a CUDA device")
     policy = policy.to(device)
-    was_training = policy.training
-    policy.eval()
     env = TreeAvoidVectorEnv(num_envs=episodes, device=device, params=params)
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with evaluating(policy, seed):
         obs0, _ = env.reset(seed=seed)
         policy.reset()
         step, buffers = make_rollout_step(policy, env, obs0, deterministic, record_paths)
@@ -104,8 +118,6 @@ def rollout(
                 if t % 10 == 0 and t > 0 and bool(buffers["finished"].all()):
                     break
                 step()
-    if was_training:
-        policy.train()
     out = {k: buffers[k].cpu() for k in ("success", "collision", "off_road", "side", "switches", "x_at_tree", "length")}
     paths = buffers.get("paths")
     return Rollouts(**out, tree_x=obs0[:, 2].cpu(), paths=None if paths is None else paths.cpu())
@@ -202,17 +214,11 @@ def heldout_nll(policy: Policy, obs: torch.Tensor, act: torch.Tensor, batch_size
     """Mean negative log-likelihood of held-out actions, nats per action (IWAE bound for lvm)."""
     if obs.shape[0] == 0:
         return float("nan")
-    was_training = policy.training
-    policy.eval()
     dev = policy.device
-    devices = [dev] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with evaluating(policy, seed):
         total = torch.zeros((), dtype=torch.float64, device=dev)
         for i in range(0, obs.shape[0], batch_size):
             total += policy.log_prob(obs[i : i + batch_size].to(dev), act[i : i + batch_size].to(dev)).double().sum()
-    if was_training:
-        policy.train()
     return float(-total / obs.shape[0])
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any, Literal
 
 import torch
 
-from lvm_policy.checkpoint import atomic_write_bytes, atomic_write_text, replace_dir
+from lvm_policy.checkpoint import atomic_write_bytes, atomic_write_text, staged_dir
 from lvm_policy.collect import DEFAULT_DEMOS
 from lvm_policy.data import Demonstrations, load_demonstrations
 from lvm_policy.errors import CheckpointError, ConfigError, TrainingDivergedError
@@ -154,9 +152,7 @@ def save_checkpoint(folder: Path, policy: Policy, opt, sched, gen: torch.Generat
     """Write policy and training state to ``folder`` atomically (staged beside it, then renamed)."""
     from safetensors.torch import save
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with staged_dir(folder) as staged:
         policy.save(staged)
         tensors, meta = _optimizer_to_flat(opt)
         tensors = {f"optim.{k}": v for k, v in tensors.items()}
@@ -167,10 +163,6 @@ def save_checkpoint(folder: Path, policy: Policy, opt, sched, gen: torch.Generat
         atomic_write_bytes(staged / "train_state.safetensors", save(tensors))
         meta.update(step=step, scheduler=sched.state_dict(), **extra)
         atomic_write_text(staged / "train_state.json", json.dumps(meta))
-        replace_dir(staged, folder)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
 
 
 def load_train_state(folder: Path, opt, sched, gen: torch.Generator) -> dict[str, Any]:
@@ -326,9 +318,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 )
                 if score > best_score:
                     best_score = score
-                    staged = Path(tempfile.mkdtemp(prefix=".best-", dir=run))
-                    policy.save(staged)
-                    replace_dir(staged, run / "best")
+                    with staged_dir(run / "best") as staged:
+                        policy.save(staged)
                 checkpoint(done, seconds)
             elif done == cfg.steps:
                 checkpoint(done, elapsed_before + time.perf_counter() - t0)
@@ -338,9 +329,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         log_file.close()
     train_seconds = elapsed_before + time.perf_counter() - t0
     if not (run / "best").exists():  # periodic evaluation disabled: the final weights are the best we know
-        staged = Path(tempfile.mkdtemp(prefix=".best-", dir=run))
-        policy.save(staged)
-        replace_dir(staged, run / "best")
+        with staged_dir(run / "best") as staged:
+            policy.save(staged)
 
     # ---- final evaluation of best/ ------------------------------------------------------------------------
     from lvm_policy.policies import load_policy
