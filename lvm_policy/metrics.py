@@ -30,7 +30,7 @@ def left_fraction(side: torch.Tensor) -> float:
 def left_prob_by_offset(side: torch.Tensor, tree_x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     """(bins,) probability of passing on the left per bin of tree offset (NaN for a bin with no crossing)."""
     passed = side != SIDE_NONE
-    b = torch.bucketize(tree_x, edges[1:-1].to(tree_x.device))  # (E,) bin index in [0, bins)
+    b = torch.bucketize(tree_x.contiguous(), edges[1:-1].contiguous().to(tree_x.device))  # (E,) bin in [0, bins)
     bins = edges.numel() - 1
     n = torch.zeros(bins, device=side.device).index_add_(0, b, passed.float())
     k = torch.zeros(bins, device=side.device).index_add_(0, b, ((side == SIDE_LEFT) & passed).float())

@@ -28,6 +28,7 @@ import torch
 from lvm_policy.checkpoint import atomic_write_bytes, atomic_write_text, staged_dir
 from lvm_policy.collect import DEFAULT_DEMOS
 from lvm_policy.data import Demonstrations, load_demonstrations
+from lvm_policy.ema import WeightAverage
 from lvm_policy.errors import CheckpointError, ConfigError, TrainingDivergedError
 from lvm_policy.evaluate import demo_reference, evaluate_policy_batched, heldout_nll, resolve_device, rollout, summarize
 from lvm_policy.policies import Policy, make_policy
@@ -62,6 +63,8 @@ class TrainConfig:
     """AdamW weight decay"""
     grad_clip: float = 10.0
     """clip the gradient norm to this (mixture likelihoods have large gradients)"""
+    ema_decay: float = 0.999
+    """decay of the moving average of the weights that is evaluated and saved (0: the raw weights)"""
     val_fraction: float = 0.1
     """share of the demonstration episodes held out for validation NLL"""
     eval_every: int = 1000
@@ -97,6 +100,8 @@ class TrainConfig:
             raise ConfigError(f"--val-fraction must lie in [0, 1), got {self.val_fraction}")
         if self.eval_every < 0 or self.eval_episodes < 1 or self.final_eval_episodes < 1 or self.log_every < 1:
             raise ConfigError("--eval-every must be >= 0; --eval-episodes, --final-eval-episodes, --log-every >= 1")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"--ema-decay must lie in [0, 1), got {self.ema_decay}")
         if not self.grad_clip > 0:
             raise ConfigError(f"--grad-clip must be positive, got {self.grad_clip}")
         try:
@@ -148,7 +153,9 @@ def _optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Te
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(folder: Path, policy: Policy, opt, sched, gen: torch.Generator, step: int, extra: dict) -> None:
+def save_checkpoint(
+    folder: Path, policy: Policy, average: WeightAverage, opt, sched, gen: torch.Generator, step: int, extra: dict
+) -> None:
     """Write policy and training state to ``folder`` atomically (staged beside it, then renamed)."""
     from safetensors.torch import save
 
@@ -156,6 +163,8 @@ def save_checkpoint(folder: Path, policy: Policy, opt, sched, gen: torch.Generat
         policy.save(staged)
         tensors, meta = _optimizer_to_flat(opt)
         tensors = {f"optim.{k}": v for k, v in tensors.items()}
+        tensors.update({f"ema.{k}": v for k, v in average.state_tensors().items()})
+        meta["ema_updates"] = average.updates
         tensors["rng.cpu"] = torch.get_rng_state()
         tensors["rng.batches"] = gen.get_state().cpu()
         if torch.cuda.is_available():
@@ -165,7 +174,7 @@ def save_checkpoint(folder: Path, policy: Policy, opt, sched, gen: torch.Generat
         atomic_write_text(staged / "train_state.json", json.dumps(meta))
 
 
-def load_train_state(folder: Path, opt, sched, gen: torch.Generator) -> dict[str, Any]:
+def load_train_state(folder: Path, average: WeightAverage, opt, sched, gen: torch.Generator) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     try:
@@ -174,6 +183,7 @@ def load_train_state(folder: Path, opt, sched, gen: torch.Generator) -> dict[str
     except Exception as exc:  # noqa: BLE001  any damage to the files is reported the same way
         raise CheckpointError(f"{folder}: unreadable training state ({type(exc).__name__})") from None
     _optimizer_from_flat(opt, {k[6:]: v for k, v in tensors.items() if k.startswith("optim.")}, meta)
+    average.load_state_tensors({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, meta["ema_updates"])
     sched.load_state_dict(meta["scheduler"])
     torch.set_rng_state(tensors["rng.cpu"])
     gen.set_state(tensors["rng.batches"].to(gen.device) if gen.device.type != "cpu" else tensors["rng.batches"])
@@ -234,6 +244,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     policy = make_policy(cfg.policy, demos.obs.shape[1], demos.act.shape[1], cfg.policy_config()).to(device)
     policy.env_id = ENV_ID
     policy.fit_normalizer(train_set.obs, train_set.act)
+    average = WeightAverage(policy, cfg.ema_decay)  # what is evaluated and saved as best/
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
@@ -247,7 +258,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
         latest = load_policy(run / "latest", device)
         policy.load_state_dict(latest.state_dict())
-        meta = load_train_state(run / "latest", opt, sched, gen)
+        meta = load_train_state(run / "latest", average, opt, sched, gen)
         start_step, best_score, elapsed_before = meta["step"], meta["best_score"], meta["train_seconds"]
     else:
         atomic_write_text(run / "config.json", json.dumps(config_to_json(cfg), indent=2))
@@ -270,7 +281,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     def checkpoint(step: int, seconds: float) -> None:
         save_checkpoint(
-            run / "latest", policy, opt, sched, gen, step, {"best_score": best_score, "train_seconds": seconds}
+            run / "latest", policy, average, opt, sched, gen, step, {"best_score": best_score, "train_seconds": seconds}
         )
 
     N = train_set.obs.shape[0]
@@ -298,14 +309,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip))
             opt.step()
             sched.step()
+            average.update(policy)
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k in ("loss", "nll", "recon", "kl", "beta")})
                 log(dict(kind="train", step=done, grad_norm=grad_norm, lr=sched.get_last_lr()[0], **logs))
             if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
                 seconds = elapsed_before + time.perf_counter() - t0
-                metrics = summarize(rollout(policy, cfg.eval_episodes, device=device), reference)
-                metrics["nll"] = heldout_nll(policy, val_set.obs, val_set.act)
+                metrics = summarize(rollout(average.average, cfg.eval_episodes, device=device), reference)
+                metrics["nll"] = heldout_nll(average.average, val_set.obs, val_set.act)
                 score = eval_score(metrics)
                 log(
                     dict(
@@ -319,7 +331,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 if score > best_score:
                     best_score = score
                     with staged_dir(run / "best") as staged:
-                        policy.save(staged)
+                        average.average.save(staged)
                 checkpoint(done, seconds)
             elif done == cfg.steps:
                 checkpoint(done, elapsed_before + time.perf_counter() - t0)
@@ -330,7 +342,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     train_seconds = elapsed_before + time.perf_counter() - t0
     if not (run / "best").exists():  # periodic evaluation disabled: the final weights are the best we know
         with staged_dir(run / "best") as staged:
-            policy.save(staged)
+            average.average.save(staged)
 
     # ---- final evaluation of best/ ------------------------------------------------------------------------
     from lvm_policy.policies import load_policy

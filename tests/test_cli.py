@@ -142,9 +142,10 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(small_demos, tmp_path
     assert 80 <= step < 200, step  # killed mid-run
     r = run("scripts/train_bc.py", "--resume", str(killed), "--no-progress")
     assert r.returncode == 0, r.stderr
-    a = load_file(str(full / "latest" / "model.safetensors"))
-    b = load_file(str(killed / "latest" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the trained weights, the averaged weights and the optimizer state, and the selected best/
+    for file in ("latest/model.safetensors", "latest/train_state.safetensors", "best/model.safetensors"):
+        a, b = load_file(str(full / file)), load_file(str(killed / file))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), file
 
 
 def test_bad_options_and_inputs_fail_with_one_line(small_demos, trained_run, tmp_path):
@@ -158,6 +159,10 @@ def test_bad_options_and_inputs_fail_with_one_line(small_demos, trained_run, tmp
     assert_one_line_error(
         run("scripts/train_bc.py", "--demos", str(small_demos), "--out", out, *SMALL, "--batch-size", "0"),
         "--batch-size",
+    )
+    assert_one_line_error(
+        run("scripts/train_bc.py", "--demos", str(small_demos), "--out", out, *SMALL, "--ema-decay", "1"),
+        "--ema-decay",
     )
     assert_one_line_error(run("scripts/evaluate.py", str(trained_run), "--episodes", "-5"), "--episodes")
     # an existing run is never overwritten
