@@ -245,7 +245,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     policy.env_id = ENV_ID
     policy.fit_normalizer(train_set.obs, train_set.act)
     average = WeightAverage(policy, cfg.ema_decay)  # what is evaluated and saved as best/
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: one kernel for all parameters instead of ~10 ops per tensor (about 1.5 ms of a 10 ms CPU step)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
     )
