@@ -35,6 +35,7 @@ import envs  # noqa: E402,F401
 from envs.tree_avoid import TreeAvoidEnv, TreeAvoidVectorEnv  # noqa: E402
 from lvm_policy import list_policies, make_policy  # noqa: E402
 from lvm_policy.evaluate import make_rollout_step, replay_in_cuda_graph  # noqa: E402
+from lvm_policy.train import TrainConfig, gradient_step, make_optimizer  # noqa: E402
 
 
 @dataclass
@@ -142,25 +143,23 @@ def latency_table(args: Args) -> None:
 
 def training_table(args: Args) -> None:
     device = torch.device(args.device)
-    print(f"\n### Training, {device}, batch 512")
+    print(f"\n### Training (the training loop's gradient step), {device}, batch {TrainConfig.batch_size}")
     print("| policy | samples/s | time to success >= 0.99 (s) |")
     print("|---|---|---|")
     obs = torch.randn(100_000, 3, device=device)
     act = torch.rand(100_000, 2, device=device) * 2 - 1
+    cfg = TrainConfig()
     for name in list_policies():
         policy = make_policy(name, 3, 2).to(device)
-        opt = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+        opt, _ = make_optimizer(policy, cfg)
 
         def run(steps=50):
             for _ in range(steps):
-                idx = torch.randint(len(obs), (512,), device=device)
-                loss, _ = policy.loss(obs[idx], act[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                idx = torch.randint(len(obs), (cfg.batch_size,), device=device)
+                gradient_step(policy, opt, obs[idx], act[idx], cfg.grad_clip)
 
         run(5)
-        sps = 50 * 512 / _median_time(run, args.repeats, device)
+        sps = 50 * cfg.batch_size / _median_time(run, args.repeats, device)
         reached = []
         for log in sorted(args.runs.glob(f"{name}-seed*/log.jsonl")):
             evals = [json.loads(line) for line in log.read_text().splitlines() if '"kind": "eval"' in line]

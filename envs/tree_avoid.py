@@ -83,8 +83,9 @@ def _hash32(v: torch.Tensor) -> torch.Tensor:
     return v
 
 
-def counter_uniform(seed: torch.Tensor, counter: torch.Tensor, stream: int) -> torch.Tensor:
-    """Uniform [0, 1) float32 numbers that are a pure function of (seed, counter, stream). Shapes broadcast."""
+def counter_uniform(seed: torch.Tensor, counter: torch.Tensor, stream: int | torch.Tensor) -> torch.Tensor:
+    """Uniform [0, 1) float32 numbers that are a pure function of (seed, counter, stream). Shapes broadcast,
+    so a (S, 1) tensor of streams draws S numbers per environment in one pass (one op per stage, not S)."""
     h = _hash32(seed + 0x9E3779B9 * stream)
     h = _hash32(h ^ _hash32(counter + 0x85EBCA6B))
     return (h >> 8).to(torch.float32) * (1.0 / (1 << 24))  # 24 bits: exact in float32
@@ -99,8 +100,8 @@ def observe(state: TreeAvoidState) -> torch.Tensor:
 
 
 def _start(params: TreeAvoidParams, seed: torch.Tensor, episode: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    u_car = counter_uniform(seed, episode, stream=1)  # (N,)
-    u_tree = counter_uniform(seed, episode, stream=2)  # (N,)
+    streams = torch.tensor([[1], [2]], device=seed.device)  # car, tree
+    u_car, u_tree = counter_uniform(seed, episode, streams)  # (N,) each
     x0 = (2.0 * u_car - 1.0) * params.start_x_range
     tree_x = (2.0 * u_tree - 1.0) * params.tree_offset_range
     return x0, tree_x

@@ -7,7 +7,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from envs import SIDE_LEFT, SIDE_NONE, SIDE_RIGHT, TreeAvoidParams, TreeAvoidVectorEnv
 from envs.experts import ExpertConfig, TreeAvoidExpert
-from envs.tree_avoid import counter_uniform
+from envs.tree_avoid import TreeAvoidParams, counter_uniform, reset_state
 
 
 def test_registered_and_checkers_pass():
@@ -125,3 +125,16 @@ def test_expert_success_and_side_preference():
         # tree shifted right (positive x) leaves more room on the left
         gap = float(left[tree_x > 0.025].mean()) - float(left[tree_x < -0.025].mean())
         assert gap > 0.5 * min(left_prob, 1 - left_prob)  # expected: 0.75 of it
+
+
+def test_episode_starts_are_fixed_numbers():
+    """The starts are part of the task: the same (seed, episode) gives the same start in every release."""
+    seed, episode = torch.tensor([0, 1, 2, 12345, 2**32 - 1]), torch.tensor([0, 5, 1, 99, 7])
+    car = [0.6453031301498413, 0.6099867224693298, 0.955504834651947, 0.8970732092857361, 0.5206064581871033]
+    tree = [0.9395370483398438, 0.5657783150672913, 0.6757745146751404, 0.14653617143630981, 0.4768071174621582]
+    assert counter_uniform(seed, episode, 1).tolist() == car
+    assert counter_uniform(seed, episode, 2).tolist() == tree
+    state = reset_state(TreeAvoidParams(), seed, episode)
+    p = TreeAvoidParams()
+    assert torch.equal(state.x, (2 * torch.tensor(car) - 1) * p.start_x_range)
+    assert torch.equal(state.tree_x, (2 * torch.tensor(tree) - 1) * p.tree_offset_range)
