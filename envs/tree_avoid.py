@@ -15,6 +15,7 @@ Observation: ``(car_x, car_y, tree_x)``; which side the demonstrator picked is n
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -107,24 +108,56 @@ def _start(params: TreeAvoidParams, seed: torch.Tensor, episode: torch.Tensor) -
     return x0, tree_x
 
 
+# What a fresh episode holds besides its random start; reset_state and autoreset_state both read it.
+_FRESH_CONSTANTS = {"y": 0.0, "t": 0, "side": SIDE_NONE, "x_at_tree": float("nan"), "heading": 0, "switches": 0}
+
+
 def reset_state(params: TreeAvoidParams, seed: torch.Tensor, episode: torch.Tensor | None = None) -> TreeAvoidState:
     """Fresh episodes for a batch of seeds (N,) int64; ``episode`` (N,) int64 counts resets of each seed."""
     if episode is None:
         episode = torch.zeros_like(seed)
     x0, tree_x = _start(params, seed, episode)
-    # Every field gets its own storage: callers may update a state in place (see evaluate.make_rollout_step).
+    # Every field gets its own storage: autoreset_state updates a state in place.
+    c = _FRESH_CONSTANTS
     return TreeAvoidState(
         x=x0,
-        y=torch.zeros_like(x0),
+        y=torch.full_like(x0, c["y"]),
         tree_x=tree_x,
-        t=torch.zeros_like(seed),
-        side=torch.zeros_like(seed),
-        x_at_tree=torch.full_like(x0, float("nan")),
-        heading=torch.zeros_like(seed),
-        switches=torch.zeros_like(seed),
+        t=torch.full_like(seed, c["t"]),
+        side=torch.full_like(seed, c["side"]),
+        x_at_tree=torch.full_like(x0, c["x_at_tree"]),
+        heading=torch.full_like(seed, c["heading"]),
+        switches=torch.full_like(seed, c["switches"]),
         seed=seed.clone(),
         episode=episode.clone(),
     )
+
+
+@functools.cache
+def _fresh_constant(name: str, dtype: torch.dtype) -> torch.Tensor:
+    """A 0-dim CPU tensor of a fresh episode's constant: torch.where takes it as a scalar on any device."""
+    return torch.tensor(_FRESH_CONSTANTS[name], dtype=dtype)
+
+
+def autoreset_state(
+    params: TreeAvoidParams, done: torch.Tensor, stepped: TreeAvoidState, out: TreeAvoidState | None = None
+) -> TreeAvoidState:
+    """Per environment, the next episode of its seed where done (N,) is true, else ``stepped``.
+
+    Equal to ``torch.where(done, reset_state(seed, episode + 1), stepped)`` field by field, without
+    materialising the constant fields. With ``out`` every field is written into out's tensors (``stepped`` may
+    share them), so their storage is kept: a CUDA graph captured on them keeps reading the live state.
+    """
+
+    def where(name: str, fresh: torch.Tensor) -> torch.Tensor:
+        old = getattr(stepped, name)
+        return torch.where(done, fresh, old, out=None if out is None else getattr(out, name))
+
+    episode = where("episode", stepped.episode + 1)
+    x0, tree_x = _start(params, stepped.seed, episode)  # used only where done
+    fields = {k: where(k, _fresh_constant(k, getattr(stepped, k).dtype)) for k in _FRESH_CONSTANTS}
+    seed = stepped.seed if out is None or out.seed is stepped.seed else out.seed.copy_(stepped.seed)
+    return TreeAvoidState(x=where("x", x0), tree_x=where("tree_x", tree_x), **fields, seed=seed, episode=episode)
 
 
 def _segment_hits_disc(x0, y0, x1, y1, cx, cy, r) -> torch.Tensor:
@@ -191,11 +224,6 @@ def step_state(
         "x_at_tree": x_at_tree,
     }
     return new_state, observe(new_state), reward, terminated, truncated, info
-
-
-def where_state(mask: torch.Tensor, a: TreeAvoidState, b: TreeAvoidState) -> TreeAvoidState:
-    """Per environment, ``a`` where mask (N,) is true, else ``b``: autoreset without a Python branch."""
-    return TreeAvoidState(*(torch.where(mask, fa, fb) for fa, fb in zip(a, b)))
 
 
 def _observation_space(params: TreeAvoidParams) -> gym.spaces.Box:
@@ -338,11 +366,11 @@ class TreeAvoidVectorEnv(VectorEnv):
     def step(self, actions: torch.Tensor):
         if self.state is None:
             raise RuntimeError("call reset() before step()")
-        actions = torch.as_tensor(actions, device=self.device)
+        actions = torch.as_tensor(actions, device=self.device).detach()  # actions are data: no graph through the env
         stepped, obs, reward, terminated, truncated, info = step_state(self.params, self.state, actions)
         done = terminated | truncated
-        fresh = reset_state(self.params, stepped.seed, stepped.episode + 1)
-        self.state = where_state(done, fresh, stepped)
+        # In place: the state tensors keep their storage from one reset to the next (see autoreset_state).
+        self.state = autoreset_state(self.params, done, stepped, out=self.state)
         info = dict(info, final_obs=obs, done=done)
         return observe(self.state), reward, terminated, truncated, info
 

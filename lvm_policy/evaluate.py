@@ -150,21 +150,18 @@ def make_rollout_step(
     if P:
         b["paths"] = torch.full((T + 1, P, 2), float("nan"), device=device)
         b["paths"][0] = obs0[:P, :2]
-    static_state = env.state  # the env's state tensors become the graph's fixed inputs
+    # The env updates its state tensors in place (autoreset_state with out=), so they are the graph's fixed inputs.
     latched = ("success", "collision", "off_road", "side", "switches", "x_at_tree")
 
     def step() -> None:
         action = policy.act(b["obs"], deterministic=deterministic)  # (N, 2)
         obs, _, _, _, info = env.step(action)
-        for dst, src in zip(static_state, env.state):
-            dst.copy_(src)
-        env.state = static_state
         done = info["done"]
         first = done & ~b["finished"]  # (N,) episodes ending now for the first time
         for k in latched:
-            b[k].copy_(torch.where(first, info[k], b[k]))
+            torch.where(first, info[k], b[k], out=b[k])
         b["t"].add_(1)
-        b["length"].copy_(torch.where(first, b["t"], b["length"]))
+        torch.where(first, b["t"], b["length"], out=b["length"])
         if P:
             row = b["paths"].index_select(0, b["t"])[0]  # (P, 2)
             new = torch.where(b["finished"][:P, None], row, info["final_obs"][:P, :2])

@@ -111,7 +111,8 @@ def main(args: Args) -> int:
     (args.out / "numerics.json").write_text(json.dumps(records, indent=1))
     steps = base.steps
     lines = [
-        f"Full trainings ({steps} steps, batch {base.batch_size}, default options) on {args.demos.name}, "
+        f"{'Full trainings' if args.steps is None else 'Shortened trainings'} ({steps} steps, batch "
+        f"{base.batch_size}, otherwise default options) on {args.demos.name}, "
         f"seeds {args.seeds[0]}-{args.seeds[-1]}; `python scripts/check_numerics.py`.",
         "",
         "| policy | healthy runs | logged loss min | logged loss max | max grad norm (pre-clip) "

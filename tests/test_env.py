@@ -7,7 +7,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from envs import SIDE_LEFT, SIDE_NONE, SIDE_RIGHT, TreeAvoidParams, TreeAvoidVectorEnv
 from envs.experts import ExpertConfig, TreeAvoidExpert
-from envs.tree_avoid import TreeAvoidParams, counter_uniform, reset_state
+from envs.tree_avoid import counter_uniform, reset_state
 
 
 def test_registered_and_checkers_pass():

@@ -165,3 +165,17 @@ def test_toy_bimodal_modes(name):
         else:
             assert 0.4 < near_left < 0.6 and 0.4 < near_right < 0.6, (near_left, near_right)
             assert between < 0.05
+
+
+def test_held_latent_survives_switching_between_predict_and_act():
+    """predict runs in inference mode; the latent it holds must stay usable (and held) in normal mode."""
+    torch.manual_seed(0)
+    policy = make_policy("lvm", 3, 2, LatentConfig(hold_latent=True)).eval()
+    obs = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    first, _ = policy.predict(obs, episode_start=np.ones(4, dtype=bool), deterministic=True)
+    with torch.no_grad():
+        policy.reset(torch.zeros(4, dtype=torch.bool))  # no episode ends: the held latents stay
+        again = policy.act(torch.from_numpy(obs), deterministic=True).numpy()
+    np.testing.assert_allclose(again, first, atol=1e-6)
+    second, _ = policy.predict(obs, episode_start=np.zeros(4, dtype=bool), deterministic=True)
+    np.testing.assert_allclose(second, first, atol=1e-6)

@@ -213,10 +213,16 @@ class LatentPolicy(Policy):
         mean, log_std = self.decode(obs_n[:, None].expand(-1, n, -1), z)
         return self.denormalize_act(mean + log_std.exp() * torch.randn_like(mean))
 
+    def _writable_held_state(self) -> None:
+        """``predict`` runs in inference mode; a held latent made there is cloned before a normal-mode update."""
+        if self._held_z is not None and self._held_z.is_inference() and not torch.is_inference_mode_enabled():
+            self._held_z, self._held_valid = self._held_z.clone(), self._held_valid.clone()
+
     def reset(self, mask: torch.Tensor | None = None) -> None:
         if mask is None or self._held_valid is None or mask.shape != self._held_valid.shape:
             self._held_z, self._held_valid = None, None
         else:  # in place, so that a captured CUDA graph sees the update
+            self._writable_held_state()
             self._held_valid.logical_and_(~mask.to(self._held_valid.device))
 
     def _acting_latent(self, obs_n):
@@ -228,6 +234,7 @@ class LatentPolicy(Policy):
         if self._held_z is None or self._held_z.shape[0] != B or self._held_z.device != z_new.device:
             self._held_z, self._held_valid = z_new.clone(), torch.ones(B, dtype=torch.bool, device=z_new.device)
             return z_new
+        self._writable_held_state()
         self._held_z.copy_(torch.where(self._held_valid[:, None], self._held_z, z_new))
         self._held_valid.fill_(True)
         return self._held_z
