@@ -44,7 +44,7 @@ class LatentConfig(PolicyConfig):
     """dimension of z"""
     prior: Literal["standard", "gaussian", "mixture"] = "mixture"
     """p(z|s): the textbook fixed N(0, I), a learned state-conditioned Gaussian, or a learned mixture of Gaussians"""
-    prior_components: int = 4
+    prior_components: int = 8
     """components of the mixture prior"""
     hold_latent: bool = False
     """draw z once per episode (at its first step) and keep it; False redraws it from p(z|s) every step"""
