@@ -101,7 +101,9 @@ def observe(state: TreeAvoidState) -> torch.Tensor:
 
 
 def _start(params: TreeAvoidParams, seed: torch.Tensor, episode: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    streams = torch.tensor([[1], [2]], device=seed.device)  # car, tree
+    # (2, 1): car, tree. arange runs on the device; a tensor built from a Python list would be a host-to-device
+    # copy inside a captured CUDA graph.
+    streams = torch.arange(1, 3, device=seed.device)[:, None]
     u_car, u_tree = counter_uniform(seed, episode, streams)  # (N,) each
     x0 = (2.0 * u_car - 1.0) * params.start_x_range
     tree_x = (2.0 * u_tree - 1.0) * params.tree_offset_range

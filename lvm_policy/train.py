@@ -214,19 +214,20 @@ def make_optimizer(policy: Policy, cfg: TrainConfig) -> tuple[torch.optim.Optimi
 
 def gradient_step(
     policy: Policy, opt: torch.optim.Optimizer, obs: torch.Tensor, act: torch.Tensor, grad_clip: float
-) -> dict[str, float]:
+) -> tuple[dict[str, float], torch.Tensor]:
     """One update on a minibatch (B, O), (B, A); returns the logged loss terms and the pre-clip gradient norm.
 
-    A non-finite loss raises :class:`TrainingDivergedError` before the weights are touched.
+    The norm stays a tensor (read it only when logging: one host sync per step, the loss's, is enough). A
+    non-finite loss raises :class:`TrainingDivergedError` before the weights are touched.
     """
     loss, logs = policy.loss(obs, act)
     if not math.isfinite(logs["loss"]):
         raise TrainingDivergedError(f"loss became {logs['loss']}")
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip))
+    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
     opt.step()
-    return logs
+    return logs, grad_norm
 
 
 def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, bool]:
@@ -324,7 +325,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             idx = torch.randint(N, (cfg.batch_size,), device=device, generator=gen)  # (B,) indexed on the device
             policy.on_train_step(step)
             try:
-                logs = gradient_step(policy, opt, train_set.obs[idx], train_set.act[idx], cfg.grad_clip)
+                logs, grad_norm = gradient_step(policy, opt, train_set.obs[idx], train_set.act[idx], cfg.grad_clip)
             except TrainingDivergedError as exc:
                 raise TrainingDivergedError(
                     f"{exc} at step {step}; the last good checkpoint is kept in {run / 'latest'}"
@@ -334,7 +335,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k in ("loss", "nll", "recon", "kl", "beta")})
-                log(dict(kind="train", step=done, lr=sched.get_last_lr()[0], **logs))
+                log(dict(kind="train", step=done, grad_norm=float(grad_norm), lr=sched.get_last_lr()[0], **logs))
             if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
                 seconds = elapsed_before + time.perf_counter() - t0
                 metrics = summarize(rollout(average.average, cfg.eval_episodes, device=device), reference)

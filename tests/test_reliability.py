@@ -57,7 +57,8 @@ def test_training_across_seeds_stays_finite(small_demos):
             for step in range(cfg.steps):
                 idx = torch.randint(len(demos.obs), (cfg.batch_size,))
                 policy.on_train_step(step)
-                logs = gradient_step(policy, opt, demos.obs[idx], demos.act[idx], cfg.grad_clip)
+                logs, grad_norm = gradient_step(policy, opt, demos.obs[idx], demos.act[idx], cfg.grad_clip)
+                logs["grad_norm"] = float(grad_norm)
                 assert all(math.isfinite(v) for v in logs.values()), (name, seed, step, logs)
             assert all(bool(torch.isfinite(p).all()) for p in policy.parameters()), (name, seed)
 
