@@ -10,7 +10,10 @@
    gymnasium's SyncVectorEnv of the single env with the policy called through its SB3 ``predict``, and (c)
    the policy's forward pass alone on the same batch, which bounds (a). Ratios are from the same run.
 2. latency: one ``predict`` call at batch 1 on the CPU, median and p99 in microseconds, per class.
-3. training: samples per second of the training step, per class, and the time to the success target
+3. generic: environment steps per second of the path every env gets (gymnasium's vector env of the single
+   env, 16 async or sync copies, one batched ``policy.act`` per vector step, each episode counted once)
+   against SB3's ``evaluate_policy`` on one env (one ``predict`` per step), both on TreeAvoid-v0.
+4. training: samples per second of the training step, per class, and the time to the success target
    (first periodic evaluation with success >= 0.99) read from runs/compare/*/log.jsonl when present.
 """
 
@@ -35,14 +38,14 @@ import gymnasium as gym  # noqa: E402
 import envs  # noqa: E402,F401
 from envs.tree_avoid import TreeAvoidEnv, TreeAvoidVectorEnv  # noqa: E402
 from lvm_policy import list_policies, make_policy  # noqa: E402
-from lvm_policy.evaluate import make_rollout_step, replay_in_cuda_graph  # noqa: E402
+from lvm_policy.rollout import make_rollout_step, replay_in_cuda_graph  # noqa: E402
 from lvm_policy.train import TrainConfig, gradient_step, make_optimizer  # noqa: E402
 
 
 @dataclass
 class Args:
-    tables: list[Literal["rollout", "latency", "training"]] = field(
-        default_factory=lambda: ["rollout", "latency", "training"]
+    tables: list[Literal["rollout", "latency", "generic", "training"]] = field(
+        default_factory=lambda: ["rollout", "latency", "generic", "training"]
     )
     """which tables to print"""
     device: Literal["cpu", "cuda"] = "cpu"
@@ -100,8 +103,8 @@ def rollout_table(args: Args) -> None:
 
         # The evaluator's step: the same plus latching each episode's outcome, on fixed buffers; replayed in a
         # CUDA graph on CUDA.
-        env.reset(seed=0)
-        step, buffers = make_rollout_step(policy, env, obs0, deterministic=False)
+        _, info0 = env.reset(seed=0)
+        step, buffers = make_rollout_step(policy, env, obs0, info0, deterministic=False, record=0)
         step()  # allocate
         if device.type == "cuda":
             t_eval = _median_time(lambda: replay_in_cuda_graph(step, steps), args.repeats, device)
@@ -157,6 +160,38 @@ def latency_table(args: Args) -> None:
         print(f"| {name} | {np.median(times) * 1e6:.0f} | {np.percentile(times, 99) * 1e6:.0f} |")
 
 
+def generic_table(args: Args) -> None:
+    from lvm_policy.evaluate import rollout
+    from lvm_policy.gym_eval import rollout_sb3
+
+    print(f"\n### Any env's path: gymnasium vector env vs SB3 evaluate_policy, TreeAvoid-v0, {args.policy}, CPU")
+    print("| engine | episodes | env steps/s | ratio to SB3 |")
+    print("|---|---|---|---|")
+    policy = make_policy(args.policy, 3, 2).eval()
+    rows = []
+    for label, episodes, run in (
+        ("SB3 evaluate_policy, 1 env", 300, lambda n: rollout_sb3(policy, "TreeAvoid-v0", n)),
+        (
+            "gymnasium sync, 16 envs",
+            2000,
+            lambda n: rollout(policy, "TreeAvoid-v0", n, engine="gym", vectorization="sync"),
+        ),
+        (
+            "gymnasium async, 16 envs",
+            2000,
+            lambda n: rollout(policy, "TreeAvoid-v0", n, engine="gym", vectorization="async"),
+        ),
+    ):
+        rates = []
+        for _ in range(3):
+            t = time.perf_counter()
+            r = run(episodes)
+            rates.append(float(r.length.sum()) / (time.perf_counter() - t))
+        rows.append((label, episodes, statistics.median(rates)))
+    for label, episodes, rate in rows:
+        print(f"| {label} | {episodes:,} | {rate:,.0f} | {rate / rows[0][2]:.1f} |")
+
+
 def training_table(args: Args) -> None:
     device = torch.device(args.device)
     print(f"\n### Training (the training loop's gradient step), {device}, batch {TrainConfig.batch_size}")
@@ -189,4 +224,6 @@ if __name__ == "__main__":
     if a.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda but torch sees no CUDA device")
     for table in a.tables:
-        {"rollout": rollout_table, "latency": latency_table, "training": training_table}[table](a)
+        {"rollout": rollout_table, "latency": latency_table, "generic": generic_table, "training": training_table}[
+            table
+        ](a)

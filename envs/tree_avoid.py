@@ -11,6 +11,10 @@ environments with ``torch.where``. Both therefore agree to the bit.
 
 Coordinates: x is lateral (negative = left), y is forward. Action: ``(lateral, throttle)`` in [-1, 1]^2.
 Observation: ``(car_x, car_y, tree_x)``; which side the demonstrator picked is never observed.
+
+Mode convention (see :mod:`envs`): ``info["mode"]`` is -1 until the path crosses the tree row, then 0 (left) or
+1 (right); ``info["context"]`` is the tree's offset (the demonstrator prefers the wider side);
+``info["outcome"]`` is where the path crossed the tree row (0 before); ``info["switches"]`` counts dithering.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from gymnasium.vector.utils import batch_space
 
 SIDE_NONE, SIDE_LEFT, SIDE_RIGHT = 0, 1, 2
 SIDE_NAMES = ("none", "left", "right")
+MODE_NAMES = ("left", "right")  # mode id = side - 1 once the tree row is crossed, -1 before
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,34 @@ def autoreset_state(
     return TreeAvoidState(x=where("x", x0), tree_x=where("tree_x", tree_x), **fields, seed=seed, episode=episode)
 
 
+def episode_info(
+    state: TreeAvoidState, success: torch.Tensor, collision: torch.Tensor, off_road: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The info dict of a batch of states, (N,) tensors under the same keys at reset and on every step.
+
+    Besides the package's mode convention (success, mode, context, outcome, switches) it keeps TreeAvoid's own
+    keys: collision, off_road (bool), side (SIDE_*).
+    """
+    return {
+        "success": success,
+        "collision": collision,
+        "off_road": off_road,
+        "side": state.side,
+        "switches": state.switches,
+        "mode": torch.where(state.side == SIDE_NONE, -1, state.side - 1),
+        # a copy: the batched twin resets tree_x in place, and the info must keep the episode that ended
+        "context": state.tree_x.clone(),
+        # 0 until known (NaN would make gymnasium's determinism check fail: NaN != NaN)
+        "outcome": torch.where(state.side == SIDE_NONE, 0.0, state.x_at_tree),
+    }
+
+
+def fresh_info(state: TreeAvoidState) -> dict[str, torch.Tensor]:
+    """The info of episodes that have just started (nothing has happened yet)."""
+    no = torch.zeros_like(state.x, dtype=torch.bool)
+    return {k: v.clone() for k, v in episode_info(state, no, no, no).items()}  # the state changes in place
+
+
 def _segment_hits_disc(x0, y0, x1, y1, cx, cy, r) -> torch.Tensor:
     """(N,) bool: does the segment (x0, y0)-(x1, y1) pass within r of (cx, cy)? Catches fast fly-throughs."""
     dx, dy = x1 - x0, y1 - y0
@@ -179,9 +212,8 @@ def step_state(
     Args:
         action: (N, 2) float, clipped to [-1, 1]: lateral speed command and throttle.
     Returns:
-        (state, obs (N, 3), reward (N,), terminated (N,) bool, truncated (N,) bool, info) where info holds
-        (N,) tensors ``success``, ``collision``, ``off_road`` (bool), ``side``, ``switches`` (int64) and
-        ``x_at_tree`` (float, NaN until the tree row is crossed).
+        (state, obs (N, 3), reward (N,), terminated (N,) bool, truncated (N,) bool, info) with info from
+        :func:`episode_info`.
     """
     p = params
     a = action.to(state.x.dtype).clamp(-1.0, 1.0)
@@ -217,14 +249,7 @@ def step_state(
 
     reward = (y - state.y) + success.float() - (collision | off_road).float()  # progress, +1 finish, -1 crash
     new_state = TreeAvoidState(x, y, state.tree_x, t, side, x_at_tree, heading, switches, state.seed, state.episode)
-    info = {
-        "success": success,
-        "collision": collision,
-        "off_road": off_road,
-        "side": side,
-        "switches": switches,
-        "x_at_tree": x_at_tree,
-    }
+    info = episode_info(new_state, success, collision, off_road)
     return new_state, observe(new_state), reward, terminated, truncated, info
 
 
@@ -276,13 +301,31 @@ def render_frame(
     return img
 
 
+def _to_python(info: dict[str, torch.Tensor]) -> dict[str, bool | int | float]:
+    """Python scalars of a batch-of-one info (the same keys every step: Minari records them)."""
+    return {k: v[0].item() for k, v in info.items()}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The single gymnasium env: the batched functions with a batch of one.
 # ---------------------------------------------------------------------------------------------------------
 class TreeAvoidEnv(gym.Env):
     """Single TreeAvoid environment with numpy observations (float32, shape (3,)) and actions (2,)."""
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    metadata = {
+        "render_modes": ["rgb_array"],
+        "render_fps": 10,
+        "mode_names": list(MODE_NAMES),
+        # for lvm_policy's path figures: (x, y) are observation dims 0 and 1; the tree (at its mean offset) and
+        # the finish line behind them
+        "figure": {
+            "xy": [0, 1],
+            "circles": [[0.0, TreeAvoidParams.tree_y, TreeAvoidParams.tree_radius]],
+            "hlines": [TreeAvoidParams.finish_y],
+            "xlim": [-1.2, 1.2],
+            "ylim": [-0.1, 5.2],
+        },
+    }
 
     def __init__(self, render_mode: str | None = None, params: TreeAvoidParams | None = None, **overrides: Any):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -305,7 +348,7 @@ class TreeAvoidEnv(gym.Env):
             self.params, torch.tensor([self._seed], dtype=torch.int64), torch.tensor([self._episode])
         )
         self._path = [(float(self._state.x[0]), float(self._state.y[0]))]
-        return observe(self._state)[0].numpy(), {}
+        return observe(self._state)[0].numpy(), _to_python(fresh_info(self._state))
 
     def step(self, action):
         if self._state is None:
@@ -313,10 +356,7 @@ class TreeAvoidEnv(gym.Env):
         a = torch.as_tensor(np.asarray(action, dtype=np.float32).reshape(1, 2))
         self._state, obs, reward, terminated, truncated, info = step_state(self.params, self._state, a)
         self._path.append((float(self._state.x[0]), float(self._state.y[0])))
-        info_np = {k: v[0].item() for k, v in info.items()}
-        if info_np["x_at_tree"] != info_np["x_at_tree"]:  # NaN until the tree row is crossed: leave it out
-            del info_np["x_at_tree"]
-        return obs[0].numpy(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), info_np
+        return obs[0].numpy(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), _to_python(info)
 
     def render(self):
         if self.render_mode != "rgb_array" or self._state is None:
@@ -336,7 +376,11 @@ class TreeAvoidVectorEnv(VectorEnv):
     Environment i of ``reset(seed=s)`` plays the same episodes as the single env after ``reset(seed=s + i)``.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.SAME_STEP}
+    metadata = {
+        "render_modes": ["rgb_array"],
+        "autoreset_mode": AutoresetMode.SAME_STEP,
+        "mode_names": list(MODE_NAMES),
+    }
 
     def __init__(
         self,
@@ -363,7 +407,7 @@ class TreeAvoidVectorEnv(VectorEnv):
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         seeds = (torch.arange(self.num_envs, dtype=torch.int64, device=self.device) + int(seed)) & _MASK32
         self.state = reset_state(self.params, seeds)
-        return observe(self.state), {}
+        return observe(self.state), fresh_info(self.state)
 
     def step(self, actions: torch.Tensor):
         if self.state is None:

@@ -1,51 +1,61 @@
-"""Load a TreeAvoid demonstration dataset (Minari) into tensors, validating everything it reads.
+"""Load any Minari dataset with Box actions into tensors, validating everything it reads.
 
-A problem with the file raises :class:`DatasetError` whose message is one line naming the file and the
-problem; the scripts print it and exit non-zero.
+A dataset is named by a folder (the one holding ``data/``) or by a dataset id under ``MINARI_DATASETS_PATH``
+(Minari's local storage). Observations are a ``Box`` or a ``Dict`` of ``Box`` es, flattened as
+:mod:`lvm_policy.spaces` documents; actions a ``Box`` with any bounds. Where the recorded infos follow the mode
+convention (see the ``envs`` package) each episode's mode, context and outcome are kept for the metrics.
+
+A problem with the data raises :class:`DatasetError` whose message is one line naming the file and the problem;
+the scripts print it and exit non-zero.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces as gym_spaces
 
+from lvm_policy import spaces
 from lvm_policy.errors import DatasetError
-
-OBS_DIM, ACT_DIM = 3, 2
-ENV_IDS = ("TreeAvoid-v0",)
-ACTION_LOW, ACTION_HIGH = -1.0, 1.0
 
 
 @dataclass
 class Demonstrations:
     """Demonstration transitions and per-episode facts, as tensors on one device."""
 
-    obs: torch.Tensor  # (S, O) float32, every step of every episode
+    obs: torch.Tensor  # (S, O) float32 flat observations, every step of every episode
     act: torch.Tensor  # (S, A) float32
     episode: torch.Tensor  # (S,) int64 index of the episode each step belongs to
-    side: torch.Tensor  # (E,) int64 SIDE_* the demonstrator passed the tree on
-    tree_x: torch.Tensor  # (E,) float32 tree offset of each episode
-    x_at_tree: torch.Tensor  # (E,) float32 lateral position at the tree row (NaN if never crossed)
+    mode: torch.Tensor  # (E,) int64 mode id at the episode's end (info["mode"]), -1 if none or not recorded
+    context: torch.Tensor  # (E,) float32 info["context"] of each episode, NaN if not recorded
+    outcome: torch.Tensor  # (E,) float32 info["outcome"] at the episode's end, NaN if none or mode unknown
     source: str  # where it was loaded from
+    observation_space: gym_spaces.Space | None = None  # the recorded (native) spaces
+    action_space: gym_spaces.Box | None = None
+    env_spec_json: str | None = None  # the EnvSpec Minari recorded, as gymnasium's JSON (None if none)
+    env_id: str | None = None
+    recorded: tuple[str, ...] = field(default_factory=tuple)  # which mode-convention keys the infos held
 
     @property
     def num_episodes(self) -> int:
-        return int(self.side.shape[0])
+        return int(self.mode.shape[0])
 
     def to(self, device: str | torch.device) -> Demonstrations:
         d = torch.device(device)
-        return Demonstrations(
-            self.obs.to(d),
-            self.act.to(d),
-            self.episode.to(d),
-            self.side.to(d),
-            self.tree_x.to(d),
-            self.x_at_tree.to(d),
-            self.source,
+        return replace(
+            self,
+            obs=self.obs.to(d),
+            act=self.act.to(d),
+            episode=self.episode.to(d),
+            mode=self.mode.to(d),
+            context=self.context.to(d),
+            outcome=self.outcome.to(d),
         )
 
     def select_episodes(self, episodes: torch.Tensor) -> Demonstrations:
@@ -54,14 +64,14 @@ class Demonstrations:
         keep[episodes] = True
         renumber = torch.cumsum(keep.long(), 0) - 1
         steps = keep[self.episode]
-        return Demonstrations(
-            self.obs[steps],
-            self.act[steps],
-            renumber[self.episode[steps]],
-            self.side[keep],
-            self.tree_x[keep],
-            self.x_at_tree[keep],
-            self.source,
+        return replace(
+            self,
+            obs=self.obs[steps],
+            act=self.act[steps],
+            episode=renumber[self.episode[steps]],
+            mode=self.mode[keep],
+            context=self.context[keep],
+            outcome=self.outcome[keep],
         )
 
     def split(self, val_fraction: float, seed: int) -> tuple[Demonstrations, Demonstrations]:
@@ -74,29 +84,30 @@ class Demonstrations:
         perm = torch.randperm(E, generator=g).to(self.obs.device)
         return self.select_episodes(perm[n_val:]), self.select_episodes(perm[:n_val])
 
-    def left_fraction(self) -> float:
-        """Share of the episodes that crossed the tree row which passed it on the left."""
-        from lvm_policy.metrics import left_fraction
+    def mode_shares(self, num_modes: int) -> list[float]:
+        """Share of each mode among the episodes whose mode is known."""
+        from lvm_policy.metrics import mode_shares
 
-        return left_fraction(self.side)
-
-
-def _crossing_x(obs: np.ndarray) -> float:
-    """Lateral position where the path (T+1, 3) first crosses the tree row, as the env computes it; NaN if never."""
-    from envs.tree_avoid import TreeAvoidParams
-
-    tree_y = TreeAvoidParams().tree_y
-    y = obs[:, 1]
-    after = np.nonzero((y[:-1] < tree_y) & (y[1:] >= tree_y))[0]
-    if len(after) == 0:
-        return float("nan")
-    k = int(after[0])
-    frac = (tree_y - y[k]) / (y[k + 1] - y[k])
-    return float(obs[k, 0] + frac * (obs[k + 1, 0] - obs[k, 0]))
+        return mode_shares(self.mode.cpu(), num_modes)
 
 
-def _fail(path: Path, problem: str) -> DatasetError:
+def _fail(path: Path | str, problem: str) -> DatasetError:
     return DatasetError(f"{path}: {problem}")
+
+
+def resolve_dataset(ref: str | Path) -> Path:
+    """The folder of a dataset given as a path or as a Minari dataset id (looked up in Minari's local storage)."""
+    path = Path(ref)
+    if path.exists():
+        return path
+    text = str(ref)
+    if not text.startswith((".", "/", "~")):
+        root = os.environ.get("MINARI_DATASETS_PATH", str(Path("~/.minari/datasets").expanduser()))
+        candidate = Path(root) / text
+        if (candidate / "data").is_dir():
+            return candidate
+        raise _fail(ref, f"dataset not found (neither a folder nor a dataset id under {root})")
+    raise _fail(path, "dataset not found")
 
 
 def _check_array(path: Path, ep: int, name: str, arr: np.ndarray, shape: tuple, float_kind: bool) -> None:
@@ -111,12 +122,31 @@ def _check_array(path: Path, ep: int, name: str, arr: np.ndarray, shape: tuple, 
         raise _fail(path, f"episode {ep}: {name} holds NaN or infinite values")
 
 
-def load_demonstrations(path: str | Path, device: str | torch.device = "cpu") -> Demonstrations:
-    """Read and validate a Minari dataset folder (the one holding ``data/``), return tensors on ``device``."""
-    path = Path(path)
+def _flat_observations(path: Path, e: int, space: gym_spaces.Space, raw: Any, T: int) -> np.ndarray:
+    """(T+1, O) float observations of episode e, checked against the recorded space."""
+    if isinstance(space, gym_spaces.Dict):
+        if not isinstance(raw, dict) or set(raw) != set(space.spaces):
+            got = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+            raise _fail(path, f"episode {e}: observations hold {got}, the recorded space has {sorted(space.spaces)}")
+        for k, sub in space.spaces.items():
+            _check_array(path, e, f"observations[{k!r}]", np.asarray(raw[k]), (T + 1, *sub.shape), True)
+        return spaces.flatten_batch(space, {k: np.asarray(raw[k]) for k in space.spaces})
+    o = np.asarray(raw)
+    _check_array(path, e, "observations", o, (T + 1, *space.shape), True)
+    return o.reshape(T + 1, -1)
+
+
+def _episode_info(infos: dict, key: str, index: int, default: float) -> float:
+    values = infos.get(key)
+    if values is None or np.ndim(values) != 1 or len(values) == 0:
+        return default
+    return float(np.asarray(values)[index])
+
+
+def load_demonstrations(ref: str | Path, device: str | torch.device = "cpu") -> Demonstrations:
+    """Read and validate a Minari dataset (folder or dataset id), return tensors on ``device``."""
+    path = resolve_dataset(ref)
     data_dir = path / "data" if (path / "data").is_dir() else path
-    if not path.exists():
-        raise _fail(path, "dataset not found (run scripts/collect_demos.py to create it)")
     if not (data_dir / "metadata.json").is_file():
         raise _fail(path, "not a Minari dataset (no data/metadata.json)")
     try:
@@ -125,50 +155,68 @@ def load_demonstrations(path: str | Path, device: str | torch.device = "cpu") ->
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dataset = MinariDataset(data_dir)
-            env_id = dataset.spec.env_spec.id if dataset.spec.env_spec is not None else None
-            if env_id not in ENV_IDS:
-                raise _fail(path, f"made for environment {env_id!r}; this package knows {', '.join(ENV_IDS)}")
+            obs_space, act_space = dataset.observation_space, dataset.action_space
+            env_spec = dataset.spec.env_spec
             episodes = list(dataset.iterate_episodes())
-    except DatasetError:
-        raise
     except Exception as exc:  # h5py, json and Minari raise many types on a damaged file
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise _fail(path, f"cannot read the dataset ({type(exc).__name__}: {msg})") from None
+    try:
+        spaces.check_observation_space(obs_space)
+        spaces.check_action_space(act_space)
+    except spaces.UnsupportedSpaceError as exc:
+        raise _fail(path, str(exc)) from None
     if len(episodes) == 0:
         raise _fail(path, "the dataset holds no episodes")
 
-    obs, act, ep_index, side, tree_x, x_at_tree = [], [], [], [], [], []
+    A = act_space.shape[0]
+    low, high = act_space.low.astype(np.float64), act_space.high.astype(np.float64)
+    tol_low, tol_high = 1e-5 * np.maximum(1.0, np.abs(low)), 1e-5 * np.maximum(1.0, np.abs(high))
+    obs, act, ep_index, mode, context, outcome = [], [], [], [], [], []
+    recorded: set[str] = set()
     for e, episode in enumerate(episodes):
-        o, a = np.asarray(episode.observations), np.asarray(episode.actions)
-        _check_array(path, e, "observations", o, (None, OBS_DIM), True)
-        _check_array(path, e, "actions", a, (None, ACT_DIM), True)
+        a = np.asarray(episode.actions)
+        _check_array(path, e, "actions", a, (None, A), True)
         T = a.shape[0]
-        if T < 1 or o.shape[0] != T + 1:
-            raise _fail(path, f"episode {e}: {o.shape[0]} observations for {T} actions, expected {T + 1}")
-        if a.min() < ACTION_LOW - 1e-6 or a.max() > ACTION_HIGH + 1e-6:
-            raise _fail(path, f"episode {e}: actions outside the action space [{ACTION_LOW}, {ACTION_HIGH}]")
+        if T < 1:
+            raise _fail(path, f"episode {e}: holds no steps")
+        o = _flat_observations(path, e, obs_space, episode.observations, T)
+        if (a < low - tol_low).any() or (a > high + tol_high).any():
+            raise _fail(path, f"episode {e}: actions outside the action space [{act_space.low}, {act_space.high}]")
         for name in ("rewards", "terminations", "truncations"):
             if np.asarray(getattr(episode, name)).shape != (T,):
                 raise _fail(
                     path, f"episode {e}: {name} has shape {np.asarray(getattr(episode, name)).shape}, expected ({T},)"
                 )
         infos = episode.infos or {}
-        if "side" not in infos:
-            raise _fail(path, f"episode {e}: infos lack 'side' (which side the demonstrator passed the tree on)")
+        recorded.update(k for k in ("mode", "context", "outcome", "success") if k in infos)
         obs.append(o[:-1])
         act.append(a)
         ep_index.append(np.full(T, e, dtype=np.int64))
-        side.append(int(np.asarray(infos["side"])[-1]))
-        tree_x.append(float(o[0, 2]))
-        x_at_tree.append(_crossing_x(o))
+        mode.append(int(_episode_info(infos, "mode", -1, -1)))
+        context.append(_episode_info(infos, "context", -1, float("nan")))
+        # the outcome means something only where the episode chose a mode (the convention)
+        known = "mode" not in infos or mode[-1] >= 0
+        outcome.append(_episode_info(infos, "outcome", -1, float("nan")) if known else float("nan"))
 
+    spec_json = None
+    if env_spec is not None:
+        try:
+            spec_json = env_spec.to_json()
+        except Exception:  # noqa: BLE001  a spec with a callable entry point cannot be written; the id remains
+            spec_json = None
     d = torch.device(device)
     return Demonstrations(
         obs=torch.as_tensor(np.concatenate(obs), dtype=torch.float32, device=d),
         act=torch.as_tensor(np.concatenate(act), dtype=torch.float32, device=d),
         episode=torch.as_tensor(np.concatenate(ep_index), device=d),
-        side=torch.as_tensor(side, dtype=torch.int64, device=d),
-        tree_x=torch.as_tensor(tree_x, dtype=torch.float32, device=d),
-        x_at_tree=torch.as_tensor(x_at_tree, dtype=torch.float32, device=d),
+        mode=torch.as_tensor(mode, dtype=torch.int64, device=d),
+        context=torch.as_tensor(context, dtype=torch.float32, device=d),
+        outcome=torch.as_tensor(outcome, dtype=torch.float32, device=d),
         source=str(path),
+        observation_space=obs_space,
+        action_space=act_space,
+        env_spec_json=spec_json,
+        env_id=None if env_spec is None else env_spec.id,
+        recorded=tuple(sorted(recorded)),
     )

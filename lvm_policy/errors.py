@@ -19,3 +19,7 @@ class ConfigError(LvmPolicyError):
 
 class TrainingDivergedError(LvmPolicyError):
     """The loss became non-finite; the last good checkpoint is kept."""
+
+
+class EnvError(LvmPolicyError):
+    """An environment cannot be made, does not fit the policy, or failed during a rollout."""

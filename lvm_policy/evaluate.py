@@ -1,48 +1,44 @@
-"""Batched rollouts of a policy in the torch TreeAvoid twin, and the metrics of the package.
+"""Evaluate a policy on any env: rollouts (either engine of :mod:`lvm_policy.rollout`), metrics, held-out NLL.
 
-Every environment of the batch plays exactly one episode, from fixed seeds, so two policies meet the same
-episodes. The loop runs the time limit with fixed shapes and no host synchronisation: an episode's outcome is
-recorded with ``torch.where`` at its first ``done``; what the environment does after its autoreset is ignored.
+Every policy meets the same seeded episodes. The metrics compare with a *reference* computed from the
+demonstrations the policy was trained on (:func:`demo_reference`, stored in a run's ``demo_stats.json``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
+from gymnasium.envs.registration import EnvSpec
 
-from envs.tree_avoid import TreeAvoidParams, TreeAvoidVectorEnv
 from lvm_policy.data import Demonstrations
-from lvm_policy.errors import CheckpointError, ConfigError
+from lvm_policy.errors import ConfigError
 from lvm_policy.metrics import (
+    context_bin_edges,
     energy_distance_1d,
-    left_fraction,
-    left_prob_by_offset,
-    side_calibration_error,
+    mode_calibration_error,
+    mode_shares,
+    mode_shares_by_context,
+    modes_covered,
+    total_variation,
     wilson_interval,
 )
 from lvm_policy.policies.base import Policy
+from lvm_policy.rollout import (
+    Episodes,
+    check_policy_fits,
+    env_spec_of,
+    make_torch_twin,
+    rollout_gym_vector,
+    rollout_torch_twin,
+    time_limit,
+)
 
 EVAL_SEED = 1_000_000  # evaluation episodes never share seeds with the demonstrations (seeds 0 .. E-1)
 CALIBRATION_BINS = 5
-
-
-@dataclass
-class Rollouts:
-    """Per-episode outcomes of a batched rollout, each (N,)."""
-
-    success: torch.Tensor
-    collision: torch.Tensor
-    off_road: torch.Tensor
-    side: torch.Tensor
-    switches: torch.Tensor
-    length: torch.Tensor
-    x_at_tree: torch.Tensor
-    tree_x: torch.Tensor
-    paths: torch.Tensor | None = None  # (T+1, P, 2) x, y of the first P episodes when recorded
 
 
 def resolve_device(device: str) -> torch.device:
@@ -52,14 +48,6 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but torch sees no CUDA device")
     return torch.device(device)
-
-
-def check_compatible(policy: Policy, params: TreeAvoidParams) -> None:
-    if policy.obs_dim != params.obs_dim or policy.act_dim != 2:
-        raise CheckpointError(
-            f"policy made for observations of size {policy.obs_dim} and actions of size {policy.act_dim} "
-            f"({policy.env_id or 'unknown env'}); TreeAvoid-v0 has {params.obs_dim} and 2"
-        )
 
 
 @contextlib.contextmanager
@@ -81,129 +69,61 @@ def evaluating(policy: Policy, seed: int) -> Iterator[None]:
 @torch.no_grad()
 def rollout(
     policy: Policy,
+    env: str | EnvSpec,
     episodes: int = 10_000,
     seed: int = EVAL_SEED,
     deterministic: bool = False,
     device: str | torch.device = "cpu",
     record_paths: int = 0,
-    params: TreeAvoidParams | None = None,
+    engine: str = "auto",
+    num_envs: int = 16,
+    vectorization: str = "async",
+    max_episode_steps: int | None = None,
     cuda_graph: bool | None = None,
-) -> Rollouts:
-    """Play ``episodes`` episodes in parallel and return their outcomes (on the CPU).
+) -> Episodes:
+    """Play ``episodes`` episodes of ``env`` (an id or a spec) and return their outcomes (on the CPU).
 
-    The policy's random draws come from a forked RNG seeded with ``seed``: evaluation is reproducible and
-    leaves the caller's random state untouched (training resumes identically). ``cuda_graph`` (default: on for
-    CUDA) captures one environment step plus the policy's action in a CUDA graph and replays it; the same step
-    function runs eagerly otherwise.
+    ``engine="auto"`` uses the env's torch twin when it has one (all episodes at once on ``device``), else
+    gymnasium's vector env (``vectorization`` "async" or "sync", ``num_envs`` copies, the policy on ``device``);
+    ``"gym"`` forces the latter. The policy's random draws come from a forked RNG seeded with ``seed``.
     """
-    params = params or TreeAvoidParams()
-    check_compatible(policy, params)
+    spec = env_spec_of(env)
+    cap = time_limit(spec, max_episode_steps)
     device = torch.device(device)
-    use_graph = (device.type == "cuda") if cuda_graph is None else cuda_graph
-    if use_graph and device.type != "cuda":
-        raise ValueError("cuda_graph=True needs a CUDA device")
     policy = policy.to(device)
-    env = TreeAvoidVectorEnv(num_envs=episodes, device=device, params=params)
     with evaluating(policy, seed):
-        obs0, _ = env.reset(seed=seed)
-        policy.reset()
-        step, buffers = make_rollout_step(policy, env, obs0, deterministic, record_paths)
-        T = params.max_steps
-        if use_graph:
-            replay_in_cuda_graph(step, T)
-        else:
-            # On the CPU there is no device to wait for, so asking whether every episode has ended costs
-            # nothing and saves the steps after the last one ends (about half of the time limit).
-            for t in range(T):
-                if t % 10 == 0 and t > 0 and bool(buffers["finished"].all()):
-                    break
-                step()
-    out = {k: buffers[k].cpu() for k in ("success", "collision", "off_road", "side", "switches", "x_at_tree", "length")}
-    paths = buffers.get("paths")
-    return Rollouts(**out, tree_x=obs0[:, 2].cpu(), paths=None if paths is None else paths.cpu())
+        twin = make_torch_twin(spec, episodes, device) if engine == "auto" else None
+        if twin is not None:
+            try:
+                check_policy_fits(policy, twin.single_observation_space, twin.single_action_space, spec.id)
+                return rollout_torch_twin(policy, twin, episodes, seed, deterministic, cap, record_paths, cuda_graph)
+            finally:
+                twin.close()
+        return rollout_gym_vector(
+            policy, spec, episodes, seed, deterministic, cap, num_envs, vectorization, record_paths
+        )
 
 
-def make_rollout_step(
-    policy: Policy, env: TreeAvoidVectorEnv, obs0: torch.Tensor, deterministic: bool, record_paths: int = 0
-):
-    """A step function that advances every environment by one step, entirely in place on fixed buffers.
+def demo_reference(demos: Demonstrations, mode_names: list[str] | None = None) -> dict[str, Any]:
+    """What the metrics compare a policy with, from the demonstrations it was trained on (JSON-able).
 
-    Everything it reads and writes lives in preallocated tensors (the env state, the observation, the latched
-    outcomes, a step counter), nothing is read back to the host and there is no branch on a tensor value, so
-    the same function can be called eagerly or captured once in a CUDA graph and replayed. Returns
-    (step, buffers); an episode's outcome is latched with ``torch.where`` at its first end.
+    The number of modes comes from the env's ``metadata["mode_names"]`` when known, else from the data.
     """
-    N, T, device = env.num_envs, env.params.max_steps, env.device
-    b: dict[str, torch.Tensor] = {
-        "obs": obs0.clone(),
-        "finished": torch.zeros(N, dtype=torch.bool, device=device),
-        "success": torch.zeros(N, dtype=torch.bool, device=device),
-        "collision": torch.zeros(N, dtype=torch.bool, device=device),
-        "off_road": torch.zeros(N, dtype=torch.bool, device=device),
-        "side": torch.zeros(N, dtype=torch.int64, device=device),
-        "switches": torch.zeros(N, dtype=torch.int64, device=device),
-        "x_at_tree": torch.full((N,), float("nan"), device=device),
-        "length": torch.zeros(N, dtype=torch.int64, device=device),
-        "t": torch.zeros(1, dtype=torch.int64, device=device),
-    }
-    P = min(record_paths, N)
-    if P:
-        b["paths"] = torch.full((T + 1, P, 2), float("nan"), device=device)
-        b["paths"][0] = obs0[:P, :2]
-    # The env updates its state tensors in place (autoreset_state with out=), so they are the graph's fixed inputs.
-    latched = ("success", "collision", "off_road", "side", "switches", "x_at_tree")
-
-    def step() -> None:
-        action = policy.act(b["obs"], deterministic=deterministic)  # (N, 2)
-        obs, _, _, _, info = env.step(action)
-        done = info["done"]
-        first = done & ~b["finished"]  # (N,) episodes ending now for the first time
-        for k in latched:
-            torch.where(first, info[k], b[k], out=b[k])
-        b["t"].add_(1)
-        torch.where(first, b["t"], b["length"], out=b["length"])
-        if P:
-            row = b["paths"].index_select(0, b["t"])[0]  # (P, 2)
-            new = torch.where(b["finished"][:P, None], row, info["final_obs"][:P, :2])
-            b["paths"].index_copy_(0, b["t"], new[None])
-        b["finished"].logical_or_(done)
-        b["obs"].copy_(obs)
-        policy.reset(done)  # per-episode state (a held latent) must not leak into the next episode
-
-    return step, b
-
-
-def replay_in_cuda_graph(step, steps: int, warmup: int = 3) -> None:
-    """Run ``steps`` calls of ``step``: a few eagerly (real steps that also warm up the allocator and
-    cuBLAS), one captured into a CUDA graph, the rest as replays of it. No host synchronisation in between."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(min(warmup, steps)):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    remaining = steps - min(warmup, steps)
-    if remaining <= 0:
-        return
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()  # recorded, not executed
-    for _ in range(remaining):
-        graph.replay()
-
-
-def demo_reference(demos: Demonstrations, params: TreeAvoidParams | None = None) -> dict[str, Any]:
-    """What the metrics compare a policy with, computed from the demonstrations it was trained on (JSON-able)."""
-    params = params or TreeAvoidParams()
-    edges = torch.linspace(-params.tree_offset_range, params.tree_offset_range, CALIBRATION_BINS + 1)
-    return {
-        "left_fraction": left_fraction(demos.side.cpu()),
-        "offset_bin_edges": edges.tolist(),
-        "left_prob_by_offset": left_prob_by_offset(demos.side.cpu(), demos.tree_x.cpu(), edges).tolist(),
-        "x_at_tree": demos.x_at_tree.cpu().tolist(),
+    recorded = set(demos.recorded)
+    num_modes = len(mode_names) if mode_names else (int(demos.mode.max()) + 1 if "mode" in recorded else 0)
+    ref: dict[str, Any] = {
         "episodes": demos.num_episodes,
         "source": demos.source,
+        "mode_names": list(mode_names) if mode_names else [str(i) for i in range(num_modes)],
+        "mode_shares": mode_shares(demos.mode.cpu(), num_modes) if num_modes else [],
     }
+    if num_modes and "context" in recorded:
+        edges = context_bin_edges(demos.context.cpu(), CALIBRATION_BINS)
+        ref["context_bin_edges"] = edges
+        ref["mode_shares_by_context"] = mode_shares_by_context(demos.mode.cpu(), demos.context.cpu(), edges, num_modes)
+    if "outcome" in recorded:
+        ref["outcome"] = demos.outcome.cpu().tolist()
+    return ref
 
 
 @torch.no_grad()
@@ -219,42 +139,77 @@ def heldout_nll(policy: Policy, obs: torch.Tensor, act: torch.Tensor, batch_size
     return float(-total / obs.shape[0])
 
 
-def summarize(r: Rollouts, reference: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The evaluation keys (success_rate, success_ci95, ..., path_distance) from rollouts and the demo reference."""
-    n = int(r.success.numel())
-    k = int(r.success.sum())
-    metrics: dict[str, Any] = {
+def summarize(r: Episodes, reference: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The evaluation's metrics from per-episode outcomes and the demonstrations' reference.
+
+    Always: episodes, mean_return, mean_episode_length; with info["success"]: success_rate, success_ci95; with
+    info["mode"]: mode_shares, and against the reference demo_mode_shares, mode_tv, modes_covered,
+    mode_calibration_error (with info["context"]); switches_per_episode, outcome_distance (energy distance of
+    info["outcome"]); and for every other boolean flag of the info (TreeAvoid: collision, off_road) its rate.
+    """
+    n = r.num_episodes
+    m: dict[str, Any] = {
         "episodes": n,
-        "success_rate": k / n,
-        "success_ci95": list(wilson_interval(k, n)),
-        "collision_rate": float(r.collision.float().mean()),
-        "off_road_rate": float(r.off_road.float().mean()),
-        "mean_episode_length": float(r.length.float().mean()),
-        "left_fraction": left_fraction(r.side),
-        "switches_per_episode": float(r.switches.float().mean()),
+        "mean_return": float(r.ret.double().mean()),
+        "mean_episode_length": float(r.length.double().mean()),
     }
-    if reference is not None:
-        edges = torch.tensor(reference["offset_bin_edges"])
-        demo_probs = torch.tensor(reference["left_prob_by_offset"], dtype=torch.float32)
-        metrics["demo_left_fraction"] = reference["left_fraction"]
-        metrics["side_calibration_error"] = side_calibration_error(
-            left_prob_by_offset(r.side, r.tree_x, edges), demo_probs
-        )
-        metrics["path_distance"] = energy_distance_1d(r.x_at_tree, torch.tensor(reference["x_at_tree"]))
-    return metrics
+    if r.success is not None:
+        k = int(r.success.sum())
+        m["success_rate"], m["success_ci95"] = k / n, list(wilson_interval(k, n))
+    info, ref = r.info, reference or {}
+    names = ref.get("mode_names") or r.mode_names or []
+    if "mode" in info and names:
+        M = len(names)
+        m["mode_names"] = list(names)
+        m["mode_shares"] = mode_shares(info["mode"], M)
+        if ref.get("mode_shares"):
+            demo = ref["mode_shares"]
+            m["demo_mode_shares"] = demo
+            m["mode_tv"] = total_variation(m["mode_shares"], demo)
+            m["modes_covered"] = modes_covered(m["mode_shares"], demo)
+            m["demo_modes"] = modes_covered(demo, demo)
+        if "context" in info and ref.get("context_bin_edges"):
+            by_bin = mode_shares_by_context(info["mode"], info["context"], ref["context_bin_edges"], M)
+            m["mode_calibration_error"] = mode_calibration_error(by_bin, ref["mode_shares_by_context"])
+    if "switches" in info:
+        m["switches_per_episode"] = float(info["switches"].double().mean())
+    if "outcome" in info and ref.get("outcome"):
+        outcome = info["outcome"].double()
+        if "mode" in info:  # read only where the episode chose a mode (the convention)
+            outcome = torch.where(info["mode"] >= 0, outcome, torch.nan)
+        m["outcome_distance"] = energy_distance_1d(outcome, torch.tensor(ref["outcome"]))
+    for k, v in info.items():
+        if k not in ("mode", "context", "outcome", "switches") and v.dtype == torch.bool:
+            m[f"{k}_rate"] = float(v.double().mean())
+    return m
 
 
-def evaluate_policy_batched(
+def eval_score(metrics: dict[str, Any]) -> float:
+    """Periodic-evaluation score that picks best/: the success rate (else the mean return), minus the part of the
+    mode TV beyond 0.05 (a 1,000-episode estimate of a 50/50 share carries about +-0.03)."""
+    base = metrics.get("success_rate", metrics["mean_return"])
+    tv = metrics.get("mode_tv", 0.0)
+    return base - (max(0.0, tv - 0.05) if math.isfinite(tv) else 1.0)
+
+
+def evaluate(
     policy: Policy,
+    env: str | EnvSpec | None,
     reference: dict[str, Any] | None = None,
     heldout: Demonstrations | None = None,
     episodes: int = 10_000,
     deterministic: bool = False,
     device: str | torch.device = "cpu",
     seed: int = EVAL_SEED,
+    **rollout_options: Any,
 ) -> dict[str, Any]:
-    """Roll out, summarise, and add the held-out NLL when held-out demonstrations are given."""
-    metrics = summarize(rollout(policy, episodes, seed, deterministic, device), reference)
+    """Roll out (when an env is given), summarise, and add the held-out NLL when held-out demonstrations are
+    given. ``rollout_options`` go to :func:`rollout` (engine, num_envs, vectorization, max_episode_steps)."""
+    metrics: dict[str, Any] = {}
+    if env is not None:
+        r = rollout(policy, env, episodes, seed, deterministic, device, **rollout_options)
+        metrics = summarize(r, reference)
+        metrics["engine"] = r.engine
     if heldout is not None:
         metrics["nll"] = heldout_nll(policy, heldout.obs, heldout.act)
     return metrics

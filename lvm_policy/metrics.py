@@ -1,12 +1,15 @@
-"""Metrics that show whether a policy learned the modes: pure functions of per-episode outcomes."""
+"""Metrics that show whether a policy learned the modes: pure functions of per-episode outcomes.
+
+Modes follow the convention of the ``envs`` package: an id in [0, M) per episode, -1 when the episode never
+chose one. Shares are taken among the episodes whose mode is known (a crash before the decision is counted by
+the success rate, not as a mode).
+"""
 
 from __future__ import annotations
 
 import math
 
 import torch
-
-from envs.tree_avoid import SIDE_LEFT, SIDE_NONE
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -20,34 +23,62 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def left_fraction(side: torch.Tensor) -> float:
-    """Among episodes that crossed the tree row (side != none), the share that passed on the left."""
-    passed = side != SIDE_NONE
-    n = int(passed.sum())
-    return float((side == SIDE_LEFT)[passed].float().sum() / n) if n else float("nan")
+def mode_counts(mode: torch.Tensor, num_modes: int) -> torch.Tensor:
+    """(M,) float64 number of episodes of each mode; ids outside [0, M) (-1: none) are not counted."""
+    known = (mode >= 0) & (mode < num_modes)
+    return torch.bincount(mode[known].long().cpu(), minlength=num_modes)[:num_modes].double()
 
 
-def left_prob_by_offset(side: torch.Tensor, tree_x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """(bins,) probability of passing on the left per bin of tree offset (NaN for a bin with no crossing)."""
-    passed = side != SIDE_NONE
-    b = torch.bucketize(tree_x.contiguous(), edges[1:-1].contiguous().to(tree_x.device))  # (E,) bin in [0, bins)
-    bins = edges.numel() - 1
-    n = torch.zeros(bins, device=side.device).index_add_(0, b, passed.float())
-    k = torch.zeros(bins, device=side.device).index_add_(0, b, ((side == SIDE_LEFT) & passed).float())
-    return torch.where(n > 0, k / n.clamp_min(1), torch.full_like(n, float("nan"))).cpu()
+def mode_shares(mode: torch.Tensor, num_modes: int) -> list[float]:
+    """Share of each mode among the episodes whose mode is known; NaNs when none is."""
+    counts = mode_counts(mode, num_modes)
+    total = float(counts.sum())
+    return [float(c) / total if total > 0 else float("nan") for c in counts]
 
 
-def side_calibration_error(policy_probs: torch.Tensor, demo_probs: torch.Tensor) -> float:
-    """Mean over offset bins (where both are defined) of |p_left_policy(bin) - p_left_demos(bin)|."""
-    ok = ~torch.isnan(policy_probs) & ~torch.isnan(demo_probs)
-    return float((policy_probs[ok] - demo_probs[ok]).abs().mean()) if bool(ok.any()) else float("nan")
+def total_variation(p: list[float], q: list[float]) -> float:
+    """Total variation distance 0.5 * sum |p_m - q_m| between two distributions over the same modes."""
+    if not p or any(math.isnan(x) for x in p) or any(math.isnan(x) for x in q):
+        return float("nan")
+    return 0.5 * sum(abs(a - b) for a, b in zip(p, q))
+
+
+def modes_covered(policy: list[float], demos: list[float], min_share: float = 0.01, fraction: float = 0.25) -> int:
+    """How many modes of the demonstrations (share >= min_share) the policy reproduces in at least ``fraction``
+    of their demonstration share."""
+    return sum(1 for p, d in zip(policy, demos) if d >= min_share and not math.isnan(p) and p >= fraction * d)
+
+
+def context_bin_edges(context: torch.Tensor, bins: int) -> list[float]:
+    """Quantile edges (bins + 1) of the demonstrations' contexts: every bin holds about as many episodes."""
+    c = context[~torch.isnan(context)].double().cpu()
+    if c.numel() == 0:
+        return []
+    q = torch.quantile(c, torch.linspace(0, 1, bins + 1, dtype=torch.float64))
+    return q.tolist()
+
+
+def mode_shares_by_context(
+    mode: torch.Tensor, context: torch.Tensor, edges: list[float], num_modes: int
+) -> list[list[float]]:
+    """(bins, M) mode shares per context bin (a row of NaN for a bin with no known mode)."""
+    inner = torch.tensor(edges[1:-1], dtype=torch.float64)
+    b = torch.bucketize(context.double().cpu().contiguous(), inner)  # (E,) bin in [0, bins)
+    return [mode_shares(mode.cpu()[b == i], num_modes) for i in range(len(edges) - 1)]
+
+
+def mode_calibration_error(policy_by_bin: list[list[float]], demo_by_bin: list[list[float]]) -> float:
+    """Mean over context bins (where both are defined) of the total variation between the mode shares."""
+    tvs = [total_variation(p, d) for p, d in zip(policy_by_bin, demo_by_bin)]
+    tvs = [t for t in tvs if not math.isnan(t)]
+    return sum(tvs) / len(tvs) if tvs else float("nan")
 
 
 def energy_distance_1d(x: torch.Tensor, y: torch.Tensor) -> float:
     """Energy distance 2E|X-Y| - E|X-X'| - E|Y-Y'| of two 1-D samples, exactly, in O(n log n).
 
     In one dimension it equals 2 * integral (F(t) - G(t))^2 dt (Szekely & Rizzo 2013), where F and G are the
-    empirical distribution functions; NaN entries (no crossing) are dropped.
+    empirical distribution functions; NaN entries (no outcome) are dropped.
     """
     x, y = x[~torch.isnan(x)].double().cpu(), y[~torch.isnan(y)].double().cpu()
     if x.numel() == 0 or y.numel() == 0:

@@ -1,88 +1,95 @@
-"""Figures: the demonstration paths around the tree and policies' rollouts beside them."""
+"""Figures: demonstration paths and policies' rollouts, coloured by mode, one panel each.
+
+Generic over tasks: a path is a sequence of flat observations; which two observation dimensions to draw and
+what to draw behind the paths (obstacles, goals, a finish line) come from the env's ``metadata["figure"]``:
+``{"xy": [i, j], "circles": [[x, y, r], ...], "hlines": [y, ...], "xlim": [lo, hi], "ylim": [lo, hi]}``.
+Without it the first two observation dimensions are drawn on an empty background.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
-from envs.tree_avoid import SIDE_LEFT, SIDE_RIGHT, TreeAvoidParams
+MODE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+NONE_COLOUR = "#7f7f7f"
 
-SIDE_COLOURS = {SIDE_LEFT: "#1f77b4", SIDE_RIGHT: "#d62728"}
-OTHER_COLOUR = "#7f7f7f"
+Panel = tuple[str, list[np.ndarray], list[int]]  # title, paths (T, O) each, mode id of each path (-1: none)
 
 
-def _draw_panel(
-    ax, paths: list[np.ndarray], sides: list[int], tree_xs: list[float], title: str, params: TreeAvoidParams
-) -> None:
-    """Paths (T, 2) drawn relative to their tree (x - tree_x), so that every episode's tree is the same disc."""
+def _colour(mode: int) -> str:
+    return MODE_COLOURS[mode % len(MODE_COLOURS)] if mode >= 0 else NONE_COLOUR
+
+
+def _draw_panel(ax, panel: Panel, mode_names: list[str], figure: dict[str, Any]) -> None:
     import matplotlib.patches as mpatches
 
-    ax.add_patch(mpatches.Circle((0.0, params.tree_y), params.tree_radius, color="#2e7d32", zorder=3))
-    for path, side, tx in zip(paths, sides, tree_xs):
-        ax.plot(path[:, 0] - tx, path[:, 1], color=SIDE_COLOURS.get(side, OTHER_COLOUR), lw=0.6, alpha=0.35)
-    ax.axhline(params.finish_y, color="k", lw=0.8, ls=":")
-    n = max(len(sides), 1)
-    left = sum(s == SIDE_LEFT for s in sides) / n
-    right = sum(s == SIDE_RIGHT for s in sides) / n
-    ax.set_title(f"{title}\nleft {left:.0%}  right {right:.0%}  neither {max(0.0, 1 - left - right):.0%}", fontsize=9)
-    ax.set_xlim(-1.2, 1.2)
-    ax.set_ylim(-0.1, params.finish_y + 0.2)
+    title, paths, modes = panel
+    i, j = figure.get("xy", [0, 1])
+    for cx, cy, r in figure.get("circles", []):
+        ax.add_patch(mpatches.Circle((cx, cy), r, color="#2e7d32", alpha=0.8, zorder=3))
+    for y in figure.get("hlines", []):
+        ax.axhline(y, color="k", lw=0.8, ls=":")
+    for path, mode in zip(paths, modes):
+        ax.plot(path[:, i], path[:, j], color=_colour(mode), lw=0.6, alpha=0.35)
+    n = max(len(modes), 1)
+    shares = [f"{name} {sum(m == k for m in modes) / n:.0%}" for k, name in enumerate(mode_names)]
+    none = sum(m < 0 for m in modes) / n
+    ax.set_title(f"{title}\n" + "  ".join(shares + ([f"none {none:.0%}"] if none else [])), fontsize=8)
+    if "xlim" in figure:
+        ax.set_xlim(*figure["xlim"])
+    if "ylim" in figure:
+        ax.set_ylim(*figure["ylim"])
     ax.set_aspect("equal")
-    ax.set_xlabel("x - tree x")
 
 
-def plot_paths(
-    panels: list[tuple[str, list[np.ndarray], list[int], list[float]]], out: Path, params: TreeAvoidParams | None = None
-) -> None:
-    """Side-by-side panels (title, paths, sides, tree offsets), written as a PNG."""
+def plot_paths(panels: list[Panel], out: Path, mode_names: list[str], figure: dict[str, Any] | None = None) -> None:
+    """Side-by-side panels written as a PNG, with a legend of the modes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    params = params or TreeAvoidParams()
+    figure = figure or {}
     fig, axes = plt.subplots(1, len(panels), figsize=(max(2.6 * len(panels), 5.0), 5.2), sharey=True, squeeze=False)
-    for ax, (title, paths, sides, tree_xs) in zip(axes[0], panels):
-        _draw_panel(ax, paths, sides, tree_xs, title, params)
-    axes[0][0].set_ylabel("y (forward)")
-    handles = [
-        plt.Line2D([], [], color=c, label=lbl)
-        for c, lbl in (
-            (SIDE_COLOURS[SIDE_LEFT], "passed left"),
-            (SIDE_COLOURS[SIDE_RIGHT], "passed right"),
-            (OTHER_COLOUR, "crashed"),
-        )
-    ]
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    for ax, panel in zip(axes[0], panels):
+        _draw_panel(ax, panel, mode_names, figure)
+    handles = [plt.Line2D([], [], color=_colour(k), label=name) for k, name in enumerate(mode_names)]
+    handles.append(plt.Line2D([], [], color=NONE_COLOUR, label="no mode"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=130)
     plt.close(fig)
 
 
-def demo_panel(demos_path: Path, max_paths: int = 300) -> tuple[str, list[np.ndarray], list[int], list[float]]:
-    """The first ``max_paths`` demonstration episodes as a panel."""
-    from lvm_policy.data import load_demonstrations
-
-    d = load_demonstrations(demos_path)
-    paths, sides, txs = [], [], []
-    for e in range(min(max_paths, d.num_episodes)):
-        steps = d.obs[d.episode == e]
-        paths.append(steps[:, :2].numpy())
-        sides.append(int(d.side[e]))
-        txs.append(float(d.tree_x[e]))
-    return "demonstrations", paths, sides, txs
+def demo_panel(demos, max_paths: int = 300) -> Panel:
+    """The first ``max_paths`` episodes of loaded Demonstrations as a panel."""
+    paths, modes = [], []
+    for e in range(min(max_paths, demos.num_episodes)):
+        paths.append(demos.obs[demos.episode == e].cpu().numpy())
+        modes.append(int(demos.mode[e]))
+    return "demonstrations", paths, modes
 
 
-def rollout_panel(title: str, rollouts) -> tuple[str, list[np.ndarray], list[int], list[float]]:
-    """A panel from ``evaluate.rollout(..., record_paths=P)``."""
-    paths_t = rollouts.paths  # (T+1, P, 2), NaN after each episode's end
-    P = paths_t.shape[1]
-    paths = []
-    for i in range(P):
-        p = paths_t[:, i]
-        paths.append(p[~torch.isnan(p[:, 0])].numpy())
-    return title, paths, rollouts.side[:P].tolist(), rollouts.tree_x[:P].tolist()
+def rollout_panel(title: str, episodes) -> Panel:
+    """A panel from a rollout recorded with ``record_paths=P`` (its first P episodes)."""
+    P = len(episodes.paths)
+    mode = episodes.info.get("mode")
+    modes = mode[:P].tolist() if mode is not None else [-1] * P
+    return title, episodes.paths, modes
+
+
+def env_figure(env_id_or_spec) -> tuple[list[str], dict[str, Any]]:
+    """The mode names and the figure hints of an env (its metadata), for plot_paths."""
+    import gymnasium as gym
+
+    env = gym.make(env_id_or_spec)
+    try:
+        meta = env.unwrapped.metadata
+        return list(meta.get("mode_names", [])), dict(meta.get("figure", {}))
+    finally:
+        env.close()

@@ -1,9 +1,13 @@
 """One training loop for every policy class: minibatches indexed on the device, ``policy.loss``, AdamW.
 
+The environment comes from the dataset (the ``EnvSpec`` Minari recorded) or from ``--env``; when it cannot be
+made, training still runs (validation NLL only) and says why once.
+
 A run folder holds::
 
-    config.json        the training config (every option, including the class's own)
-    demo_stats.json    what evaluation compares with: the demonstrations' side shares, crossing points, split
+    config.json        the training config (every option, including the class's own) and the environment
+                       (id, spec, observation and action spaces)
+    demo_stats.json    what evaluation compares with: the demonstrations' mode shares (by context), outcomes, split
     latest/            weights + config + optimizer and random state (resume continues from here)
     best/              the checkpoint with the best periodic evaluation score
     log.jsonl          one JSON object per logged step or evaluation
@@ -24,13 +28,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from gymnasium.envs.registration import EnvSpec
 
+from lvm_policy import spaces
 from lvm_policy.checkpoint import atomic_write_bytes, atomic_write_text, staged_dir
-from lvm_policy.collect import DEFAULT_DEMOS
 from lvm_policy.data import Demonstrations, load_demonstrations
 from lvm_policy.ema import WeightAverage
-from lvm_policy.errors import CheckpointError, ConfigError, TrainingDivergedError
-from lvm_policy.evaluate import demo_reference, evaluate_policy_batched, heldout_nll, resolve_device, rollout, summarize
+from lvm_policy.errors import CheckpointError, ConfigError, DatasetError, EnvError, TrainingDivergedError
+from lvm_policy.evaluate import demo_reference, eval_score, evaluate, heldout_nll, resolve_device, rollout, summarize
 from lvm_policy.policies import Policy, make_policy
 from lvm_policy.policies.autoregressive import AutoregressiveConfig
 from lvm_policy.policies.gaussian import GaussianConfig
@@ -38,17 +43,25 @@ from lvm_policy.policies.gmm import GMMConfig
 from lvm_policy.policies.latent import LatentConfig
 
 PolicyName = Literal["lvm", "gmm", "autoregressive", "gaussian"]
-ENV_ID = "TreeAvoid-v0"
 
 
 @dataclass
 class TrainConfig:
-    """Behavioural cloning of one policy class on TreeAvoid demonstrations."""
+    """Behavioural cloning of a policy class on any Minari dataset with Box actions, evaluated by rollouts in the
+    dataset's environment."""
 
     policy: PolicyName = "lvm"
     """policy class to train"""
-    demos: Path = DEFAULT_DEMOS
-    """Minari dataset folder (the default one is collected first if it is missing)"""
+    demos: str | None = None
+    """Minari dataset: a folder, or a dataset id under MINARI_DATASETS_PATH"""
+    env: str | None = None
+    """gymnasium env id for rollouts ("module:Env-v0" imports module first); default: the dataset's recorded env"""
+    max_episode_steps: int | None = None
+    """step cap of an evaluation episode (default: the env spec's time limit, else 1,000)"""
+    num_envs: int = 16
+    """environments of gymnasium's vector env, for an env without a torch twin"""
+    vectorization: Literal["async", "sync"] = "async"
+    """gymnasium vector env kind, for an env without a torch twin"""
     out: Path | None = None
     """run folder (default: runs/<policy>-seed<seed>)"""
     seed: int = 0
@@ -81,6 +94,8 @@ class TrainConfig:
     """continue the run in this folder from its latest checkpoint"""
     progress: bool = True
     """show a progress bar"""
+    json: bool = False
+    """end with one JSON line of the final metrics instead of the readable summary"""
     lvm: LatentConfig = field(default_factory=LatentConfig)
     gmm: GMMConfig = field(default_factory=GMMConfig)
     autoregressive: AutoregressiveConfig = field(default_factory=AutoregressiveConfig)
@@ -90,6 +105,8 @@ class TrainConfig:
         return getattr(self, self.policy)
 
     def validate(self) -> None:
+        if self.demos is None:
+            raise ConfigError("--demos is required: a Minari dataset folder or dataset id")
         if self.steps < 1:
             raise ConfigError(f"--steps must be at least 1, got {self.steps}")
         if self.batch_size < 1:
@@ -100,6 +117,8 @@ class TrainConfig:
             raise ConfigError(f"--val-fraction must lie in [0, 1), got {self.val_fraction}")
         if self.eval_every < 0 or self.eval_episodes < 1 or self.final_eval_episodes < 1 or self.log_every < 1:
             raise ConfigError("--eval-every must be >= 0; --eval-episodes, --final-eval-episodes, --log-every >= 1")
+        if self.num_envs < 1 or (self.max_episode_steps is not None and self.max_episode_steps < 1):
+            raise ConfigError("--num-envs and --max-episode-steps must be at least 1")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"--ema-decay must lie in [0, 1), got {self.ema_decay}")
         if not self.grad_clip > 0:
@@ -118,11 +137,11 @@ def config_to_json(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def config_from_json(d: dict[str, Any]) -> TrainConfig:
-    d = dict(d)
+    d = {k: v for k, v in d.items() if k != "environment"}
     nested = {"lvm": LatentConfig, "gmm": GMMConfig, "autoregressive": AutoregressiveConfig, "gaussian": GaussianConfig}
     for k, cls in nested.items():
         d[k] = cls(**d[k])
-    for k in ("demos", "out", "resume"):
+    for k in ("out", "resume"):
         d[k] = None if d[k] is None else Path(d[k])
     return TrainConfig(**d)
 
@@ -195,11 +214,67 @@ def load_train_state(folder: Path, average: WeightAverage, opt, sched, gen: torc
 # -------------------------------------------------------------------------------------------------------
 # The loop
 # -------------------------------------------------------------------------------------------------------
-def eval_score(metrics: dict[str, Any]) -> float:
-    """Periodic-evaluation score that picks best/: the success rate, minus the part of the gap between the
-    left share and the demonstrations' that exceeds 0.05 (a 1,000-episode estimate carries about +-0.03)."""
-    gap = abs(metrics["left_fraction"] - metrics["demo_left_fraction"])
-    return metrics["success_rate"] - (max(0.0, gap - 0.05) if math.isfinite(gap) else 1.0)
+@dataclass
+class EnvChoice:
+    """The environment a run plays: its spec, or why there is none (rollouts off)."""
+
+    spec: EnvSpec | None
+    env_id: str | None
+    mode_names: list[str] | None = None
+    unavailable: str | None = None  # one line: why rollouts are off
+
+
+def choose_env(env: str | None, demos: Demonstrations) -> EnvChoice:
+    """The env of ``--env``, else the one the dataset recorded; made once to check that its spaces fit the data.
+
+    A dataset whose observation or action sizes differ from the env's is a DatasetError; an env that cannot be
+    made (its package is missing, no env recorded) gives rollouts off with the reason.
+    """
+    import gymnasium as gym
+
+    from lvm_policy.rollout import env_spec_of, mode_names_of
+
+    env_id = env or demos.env_id
+    if env is None and demos.env_spec_json is None and demos.env_id is None:
+        return EnvChoice(None, None, unavailable="the dataset records no environment; pass --env ID")
+    try:
+        spec = env_spec_of(env) if env is not None else EnvSpec.from_json(demos.env_spec_json)
+        probe = gym.make(spec)
+    except EnvError as exc:
+        return EnvChoice(None, env_id, unavailable=str(exc))
+    except Exception as exc:  # noqa: BLE001  a missing package, a bad spec: anything the env's import raises
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return EnvChoice(
+            None, env_id, unavailable=f"environment {env_id!r} cannot be made ({type(exc).__name__}: {msg})"
+        )
+    try:
+        data_obs, data_act = spaces.flat_dim(demos.observation_space), demos.action_space.shape[0]
+        env_obs, env_act = spaces.flat_dim(probe.observation_space), int(probe.action_space.shape[0])
+        if (data_obs, data_act) != (env_obs, env_act):
+            raise DatasetError(
+                f"{demos.source}: observations of size {data_obs} and actions of size {data_act} do not fit "
+                f"environment {spec.id} ({env_obs} and {env_act})"
+            )
+        return EnvChoice(spec, spec.id, mode_names_of(probe.unwrapped) or mode_names_of(probe))
+    finally:
+        probe.close()
+
+
+def environment_record(choice: EnvChoice, demos: Demonstrations) -> dict[str, Any]:
+    """What config.json records of the environment: id, spec (gymnasium JSON), spaces (Minari's JSON)."""
+    spec_json = None
+    if choice.spec is not None:
+        try:
+            spec_json = choice.spec.to_json()
+        except Exception:  # noqa: BLE001  a callable entry point has no JSON form; the id remains
+            spec_json = None
+    return {
+        "id": choice.env_id,
+        "spec": spec_json,
+        "observation_space": spaces.to_json(demos.observation_space),
+        "action_space": spaces.to_json(demos.action_space),
+        "rollouts_off": choice.unavailable,
+    }
 
 
 def make_optimizer(policy: Policy, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
@@ -257,26 +332,32 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     cfg.validate()
     device = resolve_device(cfg.device)
 
-    # ---- data -----------------------------------------------------------------------------------------
-    if not Path(cfg.demos).exists() and Path(cfg.demos).resolve() == DEFAULT_DEMOS.resolve():
-        from lvm_policy.collect import collect
-
-        print(f"collecting the default demonstrations into {cfg.demos}")
-        collect(cfg.demos)
+    # ---- data and environment ---------------------------------------------------------------------------
     demos = load_demonstrations(cfg.demos, device=device)
     train_set, val_set = demos.split(cfg.val_fraction, seed=cfg.seed)
+    choice = choose_env(cfg.env, demos)
+    if choice.unavailable:
+        print(f"rollouts are off: {choice.unavailable}; training reports the validation NLL only")
+    rollout_options = dict(
+        num_envs=cfg.num_envs, vectorization=cfg.vectorization, max_episode_steps=cfg.max_episode_steps
+    )
 
     # ---- seeding: fixed before anything random ------------------------------------------------------------
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    policy = make_policy(cfg.policy, demos.obs.shape[1], demos.act.shape[1], cfg.policy_config()).to(device)
-    policy.env_id = ENV_ID
+    box = demos.action_space
+    policy = make_policy(
+        cfg.policy, demos.obs.shape[1], demos.act.shape[1], cfg.policy_config(), box.low.tolist(), box.high.tolist()
+    ).to(device)
+    policy.env_id = choice.env_id
+    policy.env_spec_json = environment_record(choice, demos)["spec"]
+    policy.observation_space = demos.observation_space
     policy.fit_normalizer(train_set.obs, train_set.act)
     average = WeightAverage(policy, cfg.ema_decay)  # what is evaluated and saved as best/
     opt, sched = make_optimizer(policy, cfg)
 
     run.mkdir(parents=True, exist_ok=True)
-    reference = demo_reference(train_set)
+    reference = demo_reference(train_set, choice.mode_names)
     start_step, best_score, elapsed_before = 0, -math.inf, 0.0
     if resuming:
         from lvm_policy.policies import load_policy
@@ -286,7 +367,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         meta = load_train_state(run / "latest", average, opt, sched, gen)
         start_step, best_score, elapsed_before = meta["step"], meta["best_score"], meta["train_seconds"]
     else:
-        atomic_write_text(run / "config.json", json.dumps(config_to_json(cfg), indent=2))
+        record = dict(config_to_json(cfg), environment=environment_record(choice, demos))
+        atomic_write_text(run / "config.json", json.dumps(record, indent=2))
         atomic_write_text(
             run / "demo_stats.json",
             json.dumps(
@@ -338,8 +420,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 log(dict(kind="train", step=done, grad_norm=float(grad_norm), lr=sched.get_last_lr()[0], **logs))
             if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
                 seconds = elapsed_before + time.perf_counter() - t0
-                metrics = summarize(rollout(average.average, cfg.eval_episodes, device=device), reference)
+                metrics = {}
+                if choice.spec is not None:
+                    r = rollout(average.average, choice.spec, cfg.eval_episodes, device=device, **rollout_options)
+                    metrics = summarize(r, reference)
                 metrics["nll"] = heldout_nll(average.average, val_set.obs, val_set.act)
+                if choice.spec is None:
+                    metrics["mean_return"] = -metrics["nll"]  # no rollouts: best/ is the best validation NLL
                 score = eval_score(metrics)
                 log(
                     dict(
@@ -370,8 +457,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from lvm_policy.policies import load_policy
 
     best = load_policy(run / "best", device)
-    metrics = evaluate_policy_batched(best, reference, val_set, cfg.final_eval_episodes, device=device)
-    metrics.update(policy=cfg.policy, seed=cfg.seed, steps=cfg.steps, train_seconds=train_seconds, device=str(device))
+    metrics = evaluate(best, choice.spec, reference, val_set, cfg.final_eval_episodes, device=device, **rollout_options)
+    metrics.update(
+        policy=cfg.policy,
+        seed=cfg.seed,
+        steps=cfg.steps,
+        train_seconds=train_seconds,
+        device=str(device),
+        env_id=choice.env_id,
+        rollouts_off=choice.unavailable,
+        run=str(run),
+    )
     atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2))
     writer.close()
     return metrics

@@ -19,8 +19,9 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+import envs  # noqa: E402,F401  (registers the package's tasks)
+from envs.collect import DEFAULT_DEMOS  # noqa: E402
 from lvm_policy.cli import run_main  # noqa: E402
-from lvm_policy.collect import DEFAULT_DEMOS  # noqa: E402
 from lvm_policy.errors import ConfigError  # noqa: E402
 
 PriorName = Literal["standard", "gaussian", "mixture"]
@@ -45,20 +46,24 @@ class Args:
 
 
 def main(args: Args) -> None:
-    from lvm_policy.evaluate import evaluate_policy_batched
+    from lvm_policy.evaluate import evaluate
     from lvm_policy.policies import load_policy
     from lvm_policy.train import TrainConfig, train, validation_split
 
     if not args.priors or not args.seeds or args.episodes < 1:
         raise ConfigError("--priors and --seeds need a value each and --episodes must be at least 1")
-    base = TrainConfig(policy="lvm", demos=args.demos, device="cpu")
+    if Path(args.demos) == DEFAULT_DEMOS and not DEFAULT_DEMOS.exists():
+        from envs.collect import collect
+
+        collect(DEFAULT_DEMOS)
+    base = TrainConfig(policy="lvm", demos=str(args.demos), device="cpu")
     if args.steps is not None:
         base = replace(base, steps=args.steps)
     lines = [
         f"Latent-variable policy on TreeAvoid, {args.episodes} evaluation episodes, sampled actions, seeds {args.seeds}.",
         "",
-        "| prior p(z\\|s) | latent at test time | success | left share | calibration err | switches/ep | held-out NLL (IWAE) |",
-        "|---|---|---|---|---|---|---|",
+        "| prior p(z\\|s) | latent at test time | success | left share | mode TV | calibration err | switches/ep | held-out NLL (IWAE) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     results = []
     for prior in args.priors:
@@ -73,7 +78,8 @@ def main(args: Args) -> None:
             policy = load_policy(run)
             for hold in (True, False):
                 policy.config.hold_latent = hold
-                m = evaluate_policy_batched(policy, reference, heldout, args.episodes)
+                m = evaluate(policy, "TreeAvoid-v0", reference, heldout, args.episodes)
+                m["left_share"] = m["mode_shares"][0]  # TreeAvoid's mode 0 is "left"
                 m.update(prior=prior, seed=seed, hold_latent=hold)
                 results.append(m)
     for prior in args.priors:
@@ -81,11 +87,18 @@ def main(args: Args) -> None:
             rows = [r for r in results if r["prior"] == prior and r["hold_latent"] == hold]
             mean = {
                 k: sum(r[k] for r in rows) / len(rows)
-                for k in ("success_rate", "left_fraction", "side_calibration_error", "switches_per_episode", "nll")
+                for k in (
+                    "success_rate",
+                    "left_share",
+                    "mode_tv",
+                    "mode_calibration_error",
+                    "switches_per_episode",
+                    "nll",
+                )
             }
             lines.append(
                 f"| {prior} | {'held for the episode' if hold else 'drawn every step'} | {mean['success_rate']:.3f} | "
-                f"{mean['left_fraction']:.3f} | {mean['side_calibration_error']:.3f} | "
+                f"{mean['left_share']:.3f} | {mean['mode_tv']:.3f} | {mean['mode_calibration_error']:.3f} | "
                 f"{mean['switches_per_episode']:.3f} | {mean['nll']:.2f} |"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,9 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+import envs  # noqa: E402,F401  (registers the package's tasks)
+from envs.collect import DEFAULT_DEMOS  # noqa: E402
 from lvm_policy.cli import run_main  # noqa: E402
-from lvm_policy.collect import DEFAULT_DEMOS  # noqa: E402
 from lvm_policy.errors import CheckpointError, ConfigError, TrainingDivergedError  # noqa: E402
 from lvm_policy.train import PolicyName, TrainConfig  # noqa: E402
 
@@ -71,7 +72,7 @@ def check_run(run: Path) -> dict:
             record["weights_finite"], record["problem"] = False, str(exc)
     if (run / "metrics.json").is_file():
         metrics = json.loads((run / "metrics.json").read_text())
-        record.update(nll=metrics.get("nll", math.nan), success_rate=metrics["success_rate"])
+        record.update(nll=metrics.get("nll", math.nan), success_rate=metrics.get("success_rate", math.nan))
         record["train_seconds"] = metrics["train_seconds"]
     return record
 
@@ -81,7 +82,11 @@ def main(args: Args) -> int:
 
     if not args.seeds or not args.policies:
         raise ConfigError("--seeds and --policies need at least one value each")
-    base = TrainConfig(demos=args.demos, eval_every=0, final_eval_episodes=args.eval_episodes, progress=False)
+    if Path(args.demos) == DEFAULT_DEMOS and not DEFAULT_DEMOS.exists():
+        from envs.collect import collect
+
+        collect(DEFAULT_DEMOS)
+    base = TrainConfig(demos=str(args.demos), eval_every=0, final_eval_episodes=args.eval_episodes, progress=False)
     if args.steps is not None:
         base = replace(base, steps=args.steps)
     base.validate()

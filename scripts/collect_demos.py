@@ -15,9 +15,8 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from envs.tree_avoid import TreeAvoidParams  # noqa: E402
+from envs.collect import DEFAULT_DEMOS, collect  # noqa: E402
 from lvm_policy.cli import run_main  # noqa: E402
-from lvm_policy.collect import DEFAULT_DEMOS, collect  # noqa: E402
 from lvm_policy.errors import ConfigError  # noqa: E402
 
 
@@ -46,11 +45,8 @@ def main(args: Args) -> None:
     data = collect(args.out, args.episodes, args.seed, args.noise, args.left_prob)
     seconds = time.perf_counter() - start
     steps = sum(len(a) for a in data.actions)
-    left = sum(int(i["side"][-1] == 1) for i in data.infos)
-    success = sum(
-        int(bool(term[-1]) and float(obs[-1, 1]) >= TreeAvoidParams().finish_y)
-        for term, obs in zip(data.terminations, data.observations)
-    )
+    left = sum(int(i["mode"][-1] == 0) for i in data.infos)
+    success = sum(int(bool(i["success"][-1])) for i in data.infos)
     print(
         f"wrote {args.episodes} episodes ({steps} steps) to {args.out} in {seconds:.2f} s; "
         f"expert success {success / args.episodes:.4f}, left share {left / args.episodes:.3f}"

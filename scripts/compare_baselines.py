@@ -1,16 +1,19 @@
 """Train (or reuse) every policy class over several seeds on the same demonstrations and compare them.
 
-    python scripts/compare_baselines.py                     # 4 classes x 3 seeds -> results/
+    python scripts/compare_baselines.py                     # 4 classes x 3 seeds on TreeAvoid -> results/
     python scripts/compare_baselines.py --seeds 0 --policies lvm gmm --steps 500 --out /tmp/cmp
+    python scripts/compare_baselines.py --demos my-dataset-v0 --out results/mine   # any dataset
 
 Writes ``results.md`` (mean and spread over seeds of every metric, both acting modes, training time),
-``results.json`` (every run's metrics) and ``rollouts.png`` (demonstrations and each class's rollouts).
+``results.json`` (every run's metrics) and ``rollouts.png`` (demonstrations and each class's rollouts). A
+finished run is reused only when its stored config equals the one asked for (so a changed default retrains).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -21,21 +24,24 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+import envs  # noqa: E402,F401  (registers the package's tasks)
+from envs.collect import DEFAULT_DEMOS  # noqa: E402
 from lvm_policy.cli import run_main  # noqa: E402
-from lvm_policy.collect import DEFAULT_DEMOS  # noqa: E402
 from lvm_policy.errors import ConfigError  # noqa: E402
-from lvm_policy.train import PolicyName, TrainConfig  # noqa: E402
+from lvm_policy.train import PolicyName, TrainConfig, config_to_json  # noqa: E402
 
 COLUMNS = [  # (metric key, header, format)
     ("success_rate", "success", "{:.3f}"),
-    ("collision_rate", "collision", "{:.3f}"),
-    ("left_fraction", "left share", "{:.3f}"),
-    ("side_calibration_error", "calibration err", "{:.3f}"),
+    ("mode_tv", "mode TV", "{:.3f}"),
+    ("modes_covered", "modes covered", "{:.1f}"),
+    ("mode_calibration_error", "calibration err", "{:.3f}"),
     ("switches_per_episode", "switches/ep", "{:.3f}"),
     ("nll", "held-out NLL", "{:.2f}"),
-    ("path_distance", "path dist", "{:.4f}"),
+    ("outcome_distance", "outcome dist", "{:.4f}"),
     ("train_seconds", "train s", "{:.0f}"),
 ]
+# Options that do not change what a run learns: two configs that differ only here describe the same run.
+NOT_PART_OF_A_RUN = ("out", "resume", "progress", "json", "final_eval_episodes")
 
 
 @dataclass
@@ -46,10 +52,10 @@ class Args:
     """training seeds"""
     steps: int | None = None
     """gradient steps (default: train_bc's default)"""
-    demos: Path = DEFAULT_DEMOS
-    """Minari dataset folder shared by every run"""
+    demos: str = str(DEFAULT_DEMOS)
+    """Minari dataset (folder or dataset id) shared by every run"""
     runs: Path = Path("runs/compare")
-    """where the run folders go; a finished run there (with metrics.json) is reused"""
+    """where the run folders go; a finished run there with the same config is reused"""
     out: Path = Path("results")
     """where results.md, results.json and rollouts.png go"""
     episodes: int = 10_000
@@ -66,9 +72,25 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return m, (math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0)
 
 
+def run_identity(cfg: TrainConfig) -> dict:
+    """The part of a config that decides what a run learns (compared to reuse a finished run)."""
+    return {k: v for k, v in config_to_json(cfg).items() if k not in NOT_PART_OF_A_RUN}
+
+
+def reusable(run: Path, cfg: TrainConfig) -> bool:
+    if not (run / "metrics.json").is_file() or not (run / "config.json").is_file():
+        return False
+    stored = json.loads((run / "config.json").read_text())
+    stored = {k: v for k, v in stored.items() if k not in NOT_PART_OF_A_RUN and k != "environment"}
+    return stored == json.loads(json.dumps(run_identity(cfg)))
+
+
 def main(args: Args) -> None:
-    from lvm_policy.evaluate import evaluate_policy_batched, resolve_device, rollout
-    from lvm_policy.plots import demo_panel, plot_paths, rollout_panel
+    from gymnasium.envs.registration import EnvSpec
+
+    from lvm_policy.data import load_demonstrations
+    from lvm_policy.evaluate import evaluate, resolve_device, rollout
+    from lvm_policy.plots import demo_panel, env_figure, plot_paths, rollout_panel
     from lvm_policy.policies import load_policy
     from lvm_policy.train import train, validation_split
 
@@ -77,26 +99,34 @@ def main(args: Args) -> None:
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
     device = resolve_device(args.device)
+    if Path(args.demos) == DEFAULT_DEMOS and not DEFAULT_DEMOS.exists():
+        from envs.collect import collect
+
+        collect(DEFAULT_DEMOS)
+    demos = load_demonstrations(args.demos)
     base = TrainConfig(demos=args.demos, device=args.device, progress=True)
     if args.steps is not None:
         base = replace(base, steps=args.steps)
-    records = []
-    panels = [demo_panel(args.demos)] if args.demos.exists() else []
+    records, panels, env, names, figure = [], [], None, [], {}
     for name in args.policies:
         for seed in args.seeds:
             run = args.runs / f"{name}-seed{seed}"
-            if not (run / "metrics.json").is_file():
+            cfg = replace(base, policy=name, seed=seed, out=run)
+            if not reusable(run, cfg):
                 if run.exists():
-                    import shutil
-
-                    shutil.rmtree(run)  # an unfinished run from an interrupted comparison
-                train(replace(base, policy=name, seed=seed, out=run))
+                    shutil.rmtree(run)  # unfinished, or made with other options
+                train(cfg)
             trained = json.loads((run / "metrics.json").read_text())
             policy = load_policy(run, device)
             reference, heldout = validation_split(run, device)
+            if env is None:
+                recorded = json.loads((run / "config.json").read_text())["environment"]
+                env = EnvSpec.from_json(recorded["spec"]) if recorded["spec"] else recorded["id"]
+                names, figure = env_figure(env)
+                panels.append(demo_panel(demos))
             for deterministic in (False, True):
                 t = time.perf_counter()
-                m = evaluate_policy_batched(policy, reference, heldout, args.episodes, deterministic, device)
+                m = evaluate(policy, env, reference, heldout, args.episodes, deterministic, device)
                 m.update(
                     policy=name,
                     seed=seed,
@@ -106,24 +136,27 @@ def main(args: Args) -> None:
                 )
                 records.append(m)
             if seed == args.seeds[0]:
-                r = rollout(policy, 300, deterministic=False, device=device, record_paths=300)
-                panels.append(rollout_panel(name, r))
+                panels.append(rollout_panel(name, rollout(policy, env, 300, device=device, record_paths=300)))
                 if name == "gaussian":
-                    r = rollout(policy, 300, deterministic=True, device=device, record_paths=300)
+                    r = rollout(policy, env, 300, deterministic=True, device=device, record_paths=300)
                     panels.append(rollout_panel("gaussian (mean)", r))
             print(
-                f"{name} seed {seed}: success {records[-2]['success_rate']:.4f} (low-noise {records[-1]['success_rate']:.4f})"
+                f"{name} seed {seed}: success {records[-2].get('success_rate', float('nan')):.4f} "
+                f"(low-noise {records[-1].get('success_rate', float('nan')):.4f}), mode TV {records[-2].get('mode_tv', float('nan')):.3f}"
             )
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(records, indent=1))
-    demo_left = records[0].get("demo_left_fraction", float("nan"))
+    demo_shares = records[0].get("demo_mode_shares", [])
+    shares = ", ".join(f"{n} {s:.3f}" for n, s in zip(names, demo_shares))
+    env_id = env.id if hasattr(env, "id") else env
     lines = [
-        f"Demonstrations: {args.demos.name}, left share {demo_left:.3f}. {args.episodes} evaluation episodes per run, "
-        f"the same seeded episodes for every policy; mean ± standard deviation over seeds {args.seeds}; device {device}.",
+        f"Environment {env_id}; demonstrations {Path(args.demos).name} (mode shares {shares or 'not recorded'}). "
+        f"{args.episodes} evaluation episodes per run, the same seeded episodes for every policy; mean ± standard "
+        f"deviation over seeds {args.seeds}; device {device}.",
         "",
-        "| policy | acting | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
-        "|---|---|" + "---|" * len(COLUMNS),
+        "| policy | acting | " + " | ".join(h for _, h, _ in COLUMNS) + " | mode shares |",
+        "|---|---|" + "---|" * (len(COLUMNS) + 1),
     ]
     for name in args.policies:
         for deterministic in (False, True):
@@ -132,11 +165,15 @@ def main(args: Args) -> None:
             for key, _, fmt in COLUMNS:
                 m, s = _mean_std([r.get(key) for r in rows])
                 cells.append(f"{fmt.format(m)} ± {fmt.format(s)}" if len(rows) > 1 else fmt.format(m))
+            per_mode = [
+                _mean_std([r["mode_shares"][k] for r in rows if "mode_shares" in r])[0] for k in range(len(names))
+            ]
+            cells.append(" / ".join(f"{v:.3f}" for v in per_mode))
             acting = "low-noise" if deterministic else "sampled"
             lines.append(f"| {name} | {acting} | " + " | ".join(cells) + " |")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     if panels:
-        plot_paths(panels, args.out / "rollouts.png")
+        plot_paths(panels, args.out / "rollouts.png", names, figure)
     print("\n".join(lines))
 
 

@@ -1,4 +1,4 @@
-"""Draw the demonstration paths around the tree, coloured by the side taken, to a PNG.
+"""Draw demonstration paths, coloured by mode, to a PNG.
 
 python scripts/plot_demos.py                         # results/demos.png from the default dataset
 python scripts/plot_demos.py --demos PATH --out fig.png --max-paths 500
@@ -14,14 +14,15 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+import envs  # noqa: E402,F401  (registers the package's tasks)
+from envs.collect import DEFAULT_DEMOS  # noqa: E402
 from lvm_policy.cli import run_main  # noqa: E402
-from lvm_policy.collect import DEFAULT_DEMOS  # noqa: E402
 
 
 @dataclass
 class Args:
-    demos: Path = DEFAULT_DEMOS
-    """Minari dataset folder"""
+    demos: str = str(DEFAULT_DEMOS)
+    """Minari dataset folder or dataset id"""
     out: Path = Path("results/demos.png")
     """PNG to write"""
     max_paths: int = 300
@@ -29,9 +30,18 @@ class Args:
 
 
 def main(args: Args) -> None:
-    from lvm_policy.plots import demo_panel, plot_paths
+    from gymnasium.envs.registration import EnvSpec
 
-    plot_paths([demo_panel(args.demos, args.max_paths)], args.out)
+    from lvm_policy.data import load_demonstrations
+    from lvm_policy.plots import demo_panel, env_figure, plot_paths
+
+    demos = load_demonstrations(args.demos)
+    names, figure = [], {}
+    if demos.env_spec_json:
+        names, figure = env_figure(EnvSpec.from_json(demos.env_spec_json))
+    if not names and "mode" in demos.recorded:
+        names = [str(i) for i in range(int(demos.mode.max()) + 1)]
+    plot_paths([demo_panel(demos, args.max_paths)], args.out, names, figure)
     print(f"wrote {args.out}")
 
 

@@ -12,7 +12,7 @@ import envs  # noqa: E402,F401  (registers TreeAvoid-v0)
 @pytest.fixture(scope="session")
 def small_demos(tmp_path_factory):
     """A 200-episode demonstration dataset written by the real collection code."""
-    from lvm_policy.collect import collect
+    from envs.collect import collect
 
     out = tmp_path_factory.mktemp("demos") / "tree_avoid"
     collect(out, episodes=200, seed=1)

@@ -72,18 +72,24 @@ def test_train_bc_writes_a_complete_run(trained_run):
     for key in (
         "success_rate",
         "success_ci95",
+        "mean_return",
         "collision_rate",
         "off_road_rate",
         "mean_episode_length",
         "episodes",
-        "left_fraction",
-        "demo_left_fraction",
-        "side_calibration_error",
+        "mode_shares",
+        "demo_mode_shares",
+        "mode_tv",
+        "modes_covered",
+        "mode_calibration_error",
         "switches_per_episode",
         "nll",
-        "path_distance",
+        "outcome_distance",
     ):
         assert key in metrics, key
+    assert metrics["env_id"] == "TreeAvoid-v0" and metrics["engine"] == "torch"
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["environment"]["id"] == "TreeAvoid-v0" and "Box" in config["environment"]["action_space"]
     log = [json.loads(line) for line in (trained_run / "log.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in log} == {"train", "eval"} and "nll" in log[0]
     assert load_policy(trained_run).name == "gmm"
@@ -99,7 +105,7 @@ def test_evaluate_json_and_gym_mode_agree(trained_run, tmp_path):
         "--episodes",
         "300",
         "--json",
-        "--gym",
+        "--sb3",
         "--video",
         str(tmp_path / "v.gif"),
     )
@@ -113,7 +119,7 @@ def test_evaluate_json_and_gym_mode_agree(trained_run, tmp_path):
         assert abs(gym_m[key] - p) <= 4 * se + 0.01, (key, gym_m[key], p)
     # episode lengths agree too (a tiny policy mostly crashes, so lengths carry more signal than sides)
     assert abs(gym_m["mean_episode_length"] - batched["mean_episode_length"]) <= 0.1 * batched["mean_episode_length"]
-    p, q = batched["left_fraction"], gym_m["left_fraction"]
+    p, q = batched["mode_shares"][0], gym_m["mode_shares"][0]
     crossed = 300 * (1 - gym_m["collision_rate"] - gym_m["off_road_rate"])
     if crossed >= 50 and p == p and q == q:  # both defined and enough crossings to compare
         assert abs(q - p) <= 4 * (p * (1 - p) / crossed) ** 0.5 + 0.02
@@ -196,7 +202,13 @@ def test_damaged_foreign_and_pickled_checkpoints_are_refused(trained_run, tmp_pa
 
     foreign = tmp_path / "foreign"
     make_policy("gmm", 5, 2).save(foreign)
-    assert_one_line_error(run("scripts/evaluate.py", str(foreign), "--episodes", "10"), "size 5")
+    assert_one_line_error(run("scripts/evaluate.py", str(foreign), "--episodes", "10"), "no environment recorded")
+    assert_one_line_error(
+        run("scripts/evaluate.py", str(foreign), "--episodes", "10", "--env", "TreeAvoid-v0"), "size 5"
+    )
+    r = run("scripts/evaluate.py", str(trained_run), "--episodes", "10", "--env", "not_a_package:Nope-v0")
+    assert r.returncode == 2
+    assert_one_line_error(r, "not_a_package")
 
     pickled = tmp_path / "pickled"
     pickled.mkdir()

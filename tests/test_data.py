@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lvm_policy.collect import rollout_expert, write_minari
+from envs.collect import rollout_expert, write_minari
 from lvm_policy.data import load_demonstrations
 from lvm_policy.errors import DatasetError
 from tests.conftest import ROOT
@@ -17,10 +17,13 @@ def test_collected_dataset_loads_as_tensors(small_demos):
     assert d.num_episodes == 200
     assert d.obs.dtype == torch.float32 and d.obs.shape[1] == 3 and d.act.shape[1] == 2
     assert d.obs.shape[0] == d.act.shape[0] == d.episode.shape[0]
-    assert 0.35 < d.left_fraction() < 0.65
-    # the loader's crossing point agrees with the side the env recorded
-    left = d.side == 1
-    assert bool((d.x_at_tree[left] < d.tree_x[left]).all()) and bool((d.x_at_tree[~left] > d.tree_x[~left]).all())
+    assert 0.35 < d.mode_shares(2)[0] < 0.65
+    assert set(d.recorded) == {"context", "mode", "outcome", "success"}
+    # the recorded crossing point agrees with the recorded side, and the context is the episode's tree offset
+    left = d.mode == 0
+    assert bool((d.outcome[left] < d.context[left]).all()) and bool((d.outcome[~left] > d.context[~left]).all())
+    torch.testing.assert_close(d.context, d.obs[torch.searchsorted(d.episode, torch.arange(200)), 2])
+    assert d.env_id == "TreeAvoid-v0" and d.action_space.shape == (2,)
     train, val = d.split(0.1, seed=0)
     assert train.num_episodes == 180 and val.num_episodes == 20
     assert train.obs.shape[0] + val.obs.shape[0] == d.obs.shape[0]
@@ -60,16 +63,23 @@ def test_invalid_datasets_are_named_and_explained(tmp_path, name, edit, message)
     assert "\n" not in str(err.value)
 
 
-def test_dataset_of_another_environment(tmp_path):
+def test_dataset_that_does_not_fit_its_environment(tmp_path):
+    """A dataset whose recorded env has other sizes (TreeAvoid data relabelled as Pendulum) is refused."""
     import json
+
+    from lvm_policy.train import choose_env
 
     out = _bad(tmp_path, "other", lambda d: None)
     meta_path = out / "data" / "metadata.json"
     meta = json.loads(meta_path.read_text())
-    meta["env_spec"] = meta["env_spec"].replace("TreeAvoid-v0", "Pendulum-v1")
+    meta["env_spec"] = (
+        meta["env_spec"]
+        .replace("TreeAvoid-v0", "Pendulum-v1")
+        .replace("envs.tree_avoid:TreeAvoidEnv", "gymnasium.envs.classic_control.pendulum:PendulumEnv")
+    )
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(DatasetError, match="Pendulum-v1"):
-        load_demonstrations(out)
+        choose_env(None, load_demonstrations(out))
 
 
 def test_missing_truncated_and_empty(tmp_path, small_demos):
@@ -116,7 +126,7 @@ def test_collect_demos_cli(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     d = load_demonstrations(out)
-    assert d.num_episodes == 50 and d.left_fraction() > 0.6
+    assert d.num_episodes == 50 and d.mode_shares(2)[0] > 0.6
     bad = subprocess.run(
         [sys.executable, "scripts/collect_demos.py", "--episodes", "-3", "--out", str(out)],
         cwd=ROOT,

@@ -25,6 +25,13 @@ def test_render_rgb_array():
     assert len(np.unique(frame.reshape(-1, 3), axis=0)) >= 4  # grass, road, tree, path at least
 
 
+def test_mode_convention_metadata():
+    env = gym.make("TreeAvoid-v0")
+    assert env.unwrapped.metadata["mode_names"] == ["left", "right"]
+    venv = gym.make_vec("TreeAvoid-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    assert venv.metadata["mode_names"] == ["left", "right"]
+
+
 def test_vector_env_from_make_vec_is_torch():
     venv = gym.make_vec("TreeAvoid-v0", num_envs=8, vectorization_mode="vector_entry_point", device="cpu")
     assert isinstance(venv, TreeAvoidVectorEnv)
@@ -50,9 +57,13 @@ def test_single_and_batched_env_agree_step_by_step(num_envs):
     seed = 11
     venv = TreeAvoidVectorEnv(num_envs=num_envs)
     singles = [gym.make("TreeAvoid-v0").unwrapped for _ in range(num_envs)]
-    vobs, _ = venv.reset(seed=seed)
-    sobs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(singles)])
-    np.testing.assert_array_equal(vobs.numpy(), sobs)
+    vobs, vinfo0 = venv.reset(seed=seed)
+    resets = [e.reset(seed=seed + i) for i, e in enumerate(singles)]
+    np.testing.assert_array_equal(vobs.numpy(), np.stack([o for o, _ in resets]))
+    keys = set(vinfo0)
+    for i, (_, info0) in enumerate(resets):  # the mode convention's keys at reset too, with the same values
+        assert set(info0) == keys and info0["mode"] == -1 and not info0["success"]
+        assert info0["context"] == vinfo0["context"][i].item() == float(vobs[i, 2])
     rng = np.random.default_rng(0)
     ended = 0
     for _ in range(300):
@@ -64,8 +75,10 @@ def test_single_and_batched_env_agree_step_by_step(num_envs):
             np.testing.assert_allclose(vinfo["final_obs"][i].numpy(), o, atol=1e-6)
             assert abs(float(vrew[i]) - r) < 1e-6
             assert bool(vterm[i]) == te and bool(vtrunc[i]) == tr
-            for k in ("success", "collision", "off_road", "side", "switches"):
-                assert info[k] == vinfo[k][i].item(), k
+            assert set(info) == keys  # the same keys on every step (Minari records them)
+            for k in ("success", "collision", "off_road", "side", "switches", "mode", "context", "outcome"):
+                a, b = info[k], vinfo[k][i].item()
+                assert a == b, k
             if te or tr:
                 ended += 1
                 o, _ = env.reset()

@@ -1,13 +1,23 @@
-"""Metrics on hand-made rollouts whose answers are known."""
+"""Metrics on hand-made episodes whose answers are known."""
 
 import math
 
 import torch
 
-from envs import SIDE_LEFT, SIDE_NONE, SIDE_RIGHT, TreeAvoidVectorEnv
-from lvm_policy.evaluate import Rollouts, rollout, summarize
-from lvm_policy.metrics import energy_distance_1d, left_prob_by_offset, side_calibration_error, wilson_interval
+from envs import TreeAvoidVectorEnv
+from lvm_policy.evaluate import rollout, summarize
+from lvm_policy.metrics import (
+    context_bin_edges,
+    energy_distance_1d,
+    mode_calibration_error,
+    mode_shares,
+    mode_shares_by_context,
+    modes_covered,
+    total_variation,
+    wilson_interval,
+)
 from lvm_policy.policies.base import Policy, PolicyConfig
+from lvm_policy.rollout import Episodes
 
 
 def test_wilson_interval_known_values():
@@ -32,60 +42,65 @@ def test_energy_distance_matches_pairwise_formula():
     assert math.isnan(energy_distance_1d(torch.tensor([float("nan")]), y))
 
 
-def _rollouts(side, tree_x, success=None):
-    n = len(side)
-    side = torch.tensor(side)
-    return Rollouts(
-        success=torch.ones(n, dtype=torch.bool) if success is None else torch.tensor(success),
-        collision=torch.zeros(n, dtype=torch.bool),
-        off_road=torch.zeros(n, dtype=torch.bool),
-        side=side,
-        switches=torch.zeros(n, dtype=torch.int64),
+def test_mode_shares_tv_and_coverage():
+    mode = torch.tensor([0, 0, 1, -1, 2, 0, 1, 1, -1, 0])  # 4 / 3 / 1 of 8 known
+    assert mode_shares(mode, 3) == [0.5, 0.375, 0.125]
+    assert total_variation([0.5, 0.375, 0.125], [0.5, 0.5, 0.0]) == 0.125
+    assert total_variation([1.0, 0.0], [0.0, 1.0]) == 1.0
+    assert math.isnan(total_variation(mode_shares(torch.tensor([-1]), 2), [0.5, 0.5]))
+    # demos 0.6 / 0.3 / 0.095 / 0.005: the last is below 1% and not counted; the policy's 0.02 for mode 2 is
+    # under a quarter of 0.095
+    demos = [0.6, 0.3, 0.095, 0.005]
+    assert modes_covered([0.7, 0.28, 0.02, 0.0], demos) == 2
+    assert modes_covered([0.6, 0.3, 0.1, 0.0], demos) == 3
+    assert modes_covered(demos, demos) == 3
+
+
+def test_calibration_by_context_bins():
+    # demonstrations: 20% mode 0 where the context is low, 80% where it is high
+    demo_mode = torch.tensor([0] * 2 + [1] * 8 + [0] * 8 + [1] * 2)
+    demo_ctx = torch.tensor([-0.1] * 10 + [0.1] * 10)
+    edges = context_bin_edges(demo_ctx, 2)
+    demo_by_bin = mode_shares_by_context(demo_mode, demo_ctx, edges, 2)
+    assert demo_by_bin == [[0.2, 0.8], [0.8, 0.2]]
+    # always mode 0: TV 0.8 in the first bin, 0.2 in the second
+    ctx = torch.tensor([-0.1, -0.05, -0.01, 0.02, 0.1, 0.12])
+    policy_by_bin = mode_shares_by_context(torch.zeros(6, dtype=torch.long), ctx, edges, 2)
+    assert abs(mode_calibration_error(policy_by_bin, demo_by_bin) - 0.5) < 1e-9
+    assert mode_calibration_error(demo_by_bin, demo_by_bin) == 0.0
+
+
+def _episodes(mode, success, context):
+    n = len(mode)
+    return Episodes(
+        success=torch.tensor(success),
+        ret=torch.ones(n, dtype=torch.float64),
         length=torch.full((n,), 50),
-        x_at_tree=torch.zeros(n),
-        tree_x=torch.tensor(tree_x),
+        info={
+            "mode": torch.tensor(mode),
+            "context": torch.tensor(context),
+            "collision": ~torch.tensor(success),
+        },
+        mode_names=["left", "right"],
     )
 
 
-def test_always_left_has_left_fraction_one_and_the_expected_calibration_error():
-    edges = torch.tensor([-0.15, 0.0, 0.15])
-    # demonstrations: 20% left where the tree is shifted left, 80% where it is shifted right
-    demo_side = torch.tensor([SIDE_LEFT] * 2 + [SIDE_RIGHT] * 8 + [SIDE_LEFT] * 8 + [SIDE_RIGHT] * 2)
-    demo_tx = torch.tensor([-0.1] * 10 + [0.1] * 10)
-    demo_probs = left_prob_by_offset(demo_side, demo_tx, edges)
-    torch.testing.assert_close(demo_probs, torch.tensor([0.2, 0.8]))
+def test_summary_keys_from_hand_made_episodes():
     reference = {
-        "left_fraction": 0.5,
-        "offset_bin_edges": edges.tolist(),
-        "left_prob_by_offset": demo_probs.tolist(),
-        "x_at_tree": [0.0] * 20,
+        "mode_names": ["left", "right"],
+        "mode_shares": [0.5, 0.5],
+        "context_bin_edges": [-0.2, 0.0, 0.2],
+        "mode_shares_by_context": [[0.2, 0.8], [0.8, 0.2]],
     }
-    m = summarize(_rollouts([SIDE_LEFT] * 6, [-0.1, -0.05, -0.01, 0.02, 0.1, 0.12]), reference)
-    assert m["left_fraction"] == 1.0
-    assert abs(m["side_calibration_error"] - ((1 - 0.2) + (1 - 0.8)) / 2) < 1e-6
-    # a perfectly calibrated policy has error 0; crashes before the tree do not count toward the side share
-    m = summarize(
-        _rollouts(
-            [
-                SIDE_LEFT,
-                SIDE_RIGHT,
-                SIDE_NONE,
-                SIDE_LEFT,
-                SIDE_LEFT,
-                SIDE_LEFT,
-                SIDE_LEFT,
-                SIDE_RIGHT,
-                SIDE_LEFT,
-                SIDE_RIGHT,
-                SIDE_RIGHT,
-                SIDE_RIGHT,
-            ],
-            [-0.1] * 6 + [0.1] * 6,
-        ),
-        None,
-    )
-    assert abs(m["left_fraction"] - 6 / 11) < 1e-6
-    assert side_calibration_error(torch.tensor([0.2, 0.8]), demo_probs) == 0.0
+    # crashes (mode -1) count in the success rate, not in the mode shares
+    m = summarize(_episodes([0, 0, 0, -1], [True, True, True, False], [-0.1, 0.1, 0.1, 0.0]), reference)
+    assert m["success_rate"] == 0.75 and m["collision_rate"] == 0.25 and m["mean_return"] == 1.0
+    assert m["mode_shares"] == [1.0, 0.0] and m["mode_tv"] == 0.5 and m["modes_covered"] == 1
+    assert m["demo_modes"] == 2
+    assert abs(m["mode_calibration_error"] - (0.8 + 0.2) / 2) < 1e-9
+    # an env without the convention still gets success-free generic keys
+    bare = Episodes(success=None, ret=torch.tensor([1.0, 3.0]), length=torch.tensor([5, 7]), info={})
+    assert summarize(bare) == {"episodes": 2, "mean_return": 2.0, "mean_episode_length": 6.0}
 
 
 class _SteerLeft(Policy):
@@ -103,11 +118,13 @@ class _SteerLeft(Policy):
         return torch.stack([lateral, torch.full_like(lateral, 0.5)], -1)
 
 
-def test_rollout_of_a_scripted_left_policy():
-    r = rollout(_SteerLeft(), episodes=200)
-    m = summarize(r)
-    assert m["success_rate"] == 1.0 and m["left_fraction"] == 1.0 and m["switches_per_episode"] == 0.0
-    assert bool((r.x_at_tree < r.tree_x - 0.3).all())
+def test_rollout_of_a_scripted_left_policy_in_both_engines():
+    for engine, n in (("auto", 200), ("gym", 40)):
+        r = rollout(_SteerLeft(), "TreeAvoid-v0", episodes=n, engine=engine, vectorization="sync", num_envs=7)
+        m = summarize(r)
+        assert r.num_episodes == n
+        assert m["success_rate"] == 1.0 and m["mode_shares"] == [1.0, 0.0] and m["switches_per_episode"] == 0.0
+        assert bool((r.info["outcome"] < r.info["context"] - 0.3).all())  # crossed well left of the tree
 
 
 def test_switches_count_a_change_of_side():

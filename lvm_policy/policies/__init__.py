@@ -1,15 +1,25 @@
 """Policy classes behind one interface; importing this package registers all of them."""
 
+from collections.abc import Sequence
+
 from lvm_policy.policies import autoregressive, gaussian, gmm, latent  # noqa: F401  (registration)
 from lvm_policy.policies.base import Policy, PolicyConfig, list_policies, load_policy, policy_class, register_policy
 
 CONFIG_CLASSES = {name: policy_class(name).config_class for name in list_policies()}
 
 
-def make_policy(name: str, obs_dim: int, act_dim: int, config: PolicyConfig | None = None) -> Policy:
-    """Build a registered policy by name, with its default config unless one is given."""
+def make_policy(
+    name: str,
+    obs_dim: int,
+    act_dim: int,
+    config: PolicyConfig | None = None,
+    action_low: float | Sequence[float] = -1.0,
+    action_high: float | Sequence[float] = 1.0,
+) -> Policy:
+    """Build a registered policy by name, with its default config unless one is given; the action box is
+    [action_low, action_high] (scalars or one bound per dimension)."""
     cls = policy_class(name)
-    return cls(obs_dim, act_dim, config or cls.config_class())
+    return cls(obs_dim, act_dim, config or cls.config_class(), action_low=action_low, action_high=action_high)
 
 
 __all__ = ["CONFIG_CLASSES", "Policy", "PolicyConfig", "list_policies", "load_policy", "make_policy", "register_policy"]

@@ -42,10 +42,21 @@ class AutoregressivePolicy(Policy):
         c = self.config
         # Head j sees the observation and the earlier action dimensions (scaled to [-1, 1]).
         self.heads = nn.ModuleList(mlp(obs_dim + j, c.num_bins, c.hidden_dim, c.num_layers) for j in range(act_dim))
+        # The binned range: the action box, or for an unbounded dimension the data's range (fit_normalizer).
+        self.register_buffer("bin_low", self.act_low.clone())
+        self.register_buffer("bin_high", self.act_high.clone())
+
+    @torch.no_grad()
+    def fit_normalizer(self, obs: torch.Tensor, act: torch.Tensor) -> None:
+        super().fit_normalizer(obs, act)
+        lo, hi = act.min(0).values, act.max(0).values
+        margin = 0.05 * (hi - lo).clamp_min(1e-3)
+        self.bin_low.copy_(torch.where(torch.isfinite(self.act_low), self.act_low, lo - margin))
+        self.bin_high.copy_(torch.where(torch.isfinite(self.act_high), self.act_high, hi + margin))
 
     def _unit(self, act: torch.Tensor) -> torch.Tensor:
-        """Raw actions to [0, 1] within the action box."""
-        return (act - self.act_low) / (self.act_high - self.act_low)
+        """Raw actions to [0, 1] within the binned range."""
+        return (act - self.bin_low) / (self.bin_high - self.bin_low)
 
     def _bins(self, act: torch.Tensor) -> torch.Tensor:
         return (self._unit(act) * self.config.num_bins).long().clamp(0, self.config.num_bins - 1)  # (B, A)
@@ -61,7 +72,7 @@ class AutoregressivePolicy(Policy):
             torch.log_softmax(lg, -1).gather(-1, bins[:, j : j + 1])[:, 0]
             for j, lg in enumerate(self._logits(obs_n, act))
         )
-        log_width = torch.log((self.act_high - self.act_low) / self.config.num_bins).sum()
+        log_width = torch.log((self.bin_high - self.bin_low) / self.config.num_bins).sum()
         return logp - log_width
 
     def _loss(self, obs_n, act):
@@ -70,7 +81,7 @@ class AutoregressivePolicy(Policy):
             nn.functional.cross_entropy(lg, bins[:, j], label_smoothing=self.config.label_smoothing)
             for j, lg in enumerate(self._logits(obs_n, act))
         )
-        log_width = torch.log((self.act_high - self.act_low) / self.config.num_bins).sum()
+        log_width = torch.log((self.bin_high - self.bin_low) / self.config.num_bins).sum()
         return ce, {"nll": ce + log_width}
 
     def _draw(self, obs_n: torch.Tensor, n: int, jitter: bool) -> torch.Tensor:
@@ -81,7 +92,7 @@ class AutoregressivePolicy(Policy):
             b = categorical_sample(head(torch.cat([obs_rep, prev], -1)), 1)  # (B*n, 1) from logits (B*n, nb)
             offset = torch.rand_like(b, dtype=obs_n.dtype) if jitter else torch.full_like(b, 0.5, dtype=obs_n.dtype)
             prev = torch.cat([prev, 2.0 * (b + offset) / nb - 1.0], dim=-1)
-        act = self.act_low + (prev + 1.0) * 0.5 * (self.act_high - self.act_low)
+        act = self.bin_low + (prev + 1.0) * 0.5 * (self.bin_high - self.bin_low)
         return act.reshape(B, n, self.act_dim)
 
     def _sample(self, obs_n, n):

@@ -8,18 +8,21 @@ training loop, the evaluator and stable-baselines3 never ask which class they ho
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from gymnasium import spaces as gym_spaces
 from torch import nn
 
+from lvm_policy import spaces
 from lvm_policy.checkpoint import atomic_write_bytes, atomic_write_text
 from lvm_policy.errors import CheckpointError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-dimension action box, env spec and observation space
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 
@@ -70,19 +73,29 @@ class Policy(nn.Module):
     config_class: ClassVar[type[PolicyConfig]]
 
     def __init__(
-        self, obs_dim: int, act_dim: int, config: PolicyConfig, action_low: float = -1.0, action_high: float = 1.0
+        self,
+        obs_dim: int,
+        act_dim: int,
+        config: PolicyConfig,
+        action_low: float | Sequence[float] = -1.0,
+        action_high: float | Sequence[float] = 1.0,
     ):
         super().__init__()
         config.validate()
         self.obs_dim, self.act_dim, self.config = obs_dim, act_dim, config
-        self.env_id: str | None = None  # recorded at training time, checked at evaluation
+        # Recorded at training time: which env the policy plays, and its native observation space (a Dict is
+        # flattened by predict, so SB3's evaluate_policy works on the env as it is).
+        self.env_id: str | None = None
+        self.env_spec_json: str | None = None
+        self.observation_space: gym_spaces.Space | None = None
         # Normalisation statistics are buffers: they are saved and moved with the weights.
         self.register_buffer("obs_mean", torch.zeros(obs_dim))
         self.register_buffer("obs_std", torch.ones(obs_dim))
         self.register_buffer("act_mean", torch.zeros(act_dim))
         self.register_buffer("act_std", torch.ones(act_dim))
-        self.register_buffer("act_low", torch.full((act_dim,), float(action_low)))
-        self.register_buffer("act_high", torch.full((act_dim,), float(action_high)))
+        # The action box, per dimension (from the dataset's action space; may be infinite).
+        self.register_buffer("act_low", torch.as_tensor(action_low, dtype=torch.float32).expand(act_dim).clone())
+        self.register_buffer("act_high", torch.as_tensor(action_high, dtype=torch.float32).expand(act_dim).clone())
 
     # ----------------------------------------------------------------------------------- normalisation
     @torch.no_grad()
@@ -101,6 +114,12 @@ class Policy(nn.Module):
 
     def denormalize_act(self, act_n: torch.Tensor) -> torch.Tensor:
         return act_n * self.act_std + self.act_mean
+
+    def act_log_half_width(self) -> torch.Tensor:
+        """(A,) log of the action box's half width (0 for an unbounded dimension): options given "in action
+        units" are in units of the box's half width, so that they mean the same on [-1, 1] and on any box."""
+        half = 0.5 * (self.act_high - self.act_low)
+        return torch.where(torch.isfinite(half) & (half > 0), half, torch.ones_like(half)).log()
 
     def act_log_jacobian(self) -> torch.Tensor:
         """log |d a_n / d a|: add to a log-density of normalised actions to get one of raw actions."""
@@ -153,23 +172,32 @@ class Policy(nn.Module):
 
     def predict(
         self,
-        observation: np.ndarray,
+        observation: np.ndarray | dict[str, np.ndarray],
         state: Any = None,
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
     ) -> tuple[np.ndarray, Any]:
-        """stable-baselines3's protocol: numpy observation (O,) or (N, O) in, (action, state) out."""
+        """stable-baselines3's protocol: the env's native observation, one or a batch (a Dict observation is
+        flattened in its space's key order), in; (action, state) out."""
         was_training = self.training
         if was_training:  # eval() walks every submodule: skip it when already in eval mode
             self.eval()
         # Inference mode rather than no_grad: no version counters or views to track, measurably less per-op
         # overhead at batch 1 (benchmarks/speed.py, latency table).
         with torch.inference_mode():
+            space = self.observation_space
+            if isinstance(space, gym_spaces.Dict) or isinstance(observation, dict):
+                if not isinstance(space, gym_spaces.Dict):
+                    raise ValueError("a dict observation needs a policy trained on a Dict observation space")
+                single = spaces.is_single(space, observation)
+                batch = spaces.add_batch_dim(space, observation) if single else observation
+                observation = spaces.flatten_batch(space, {k: np.asarray(v) for k, v in batch.items()})
             obs = torch.from_numpy(np.asarray(observation, dtype=np.float32))
             device = self.obs_mean.device
             if device.type != "cpu":
                 obs = obs.to(device)
-            single = obs.dim() == 1
+            if not isinstance(space, gym_spaces.Dict):
+                single = obs.dim() <= 1
             obs = obs.reshape(-1, self.obs_dim)
             if episode_start is not None:
                 self.reset(torch.as_tensor(np.asarray(episode_start, dtype=bool).reshape(-1), device=device))
@@ -190,6 +218,8 @@ class Policy(nn.Module):
             "obs_dim": self.obs_dim,
             "act_dim": self.act_dim,
             "env_id": self.env_id,
+            "env_spec": self.env_spec_json,
+            "observation_space": None if self.observation_space is None else spaces.to_json(self.observation_space),
             "config": asdict(self.config),
         }
 
@@ -242,6 +272,9 @@ def load_policy(directory: str | Path, device: str | torch.device = "cpu") -> Po
             raise CheckpointError(f"{config_path}: unknown {name} options {sorted(unknown)}")
         policy = cls(obs_dim, act_dim, cls.config_class(**meta["config"]))
         policy.env_id = meta.get("env_id")
+        policy.env_spec_json = meta.get("env_spec")
+        if meta.get("observation_space"):
+            policy.observation_space = spaces.from_json(meta["observation_space"])
     except CheckpointError:
         raise
     except FileNotFoundError:
@@ -258,6 +291,7 @@ def load_policy(directory: str | Path, device: str | torch.device = "cpu") -> Po
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"{weights_path}: weights do not match the config ({first})") from None
     for k, v in policy.state_dict().items():
-        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+        bound = k in ("act_low", "act_high")  # an unbounded action dimension is stored as +-inf
+        if v.is_floating_point() and not bool((~torch.isnan(v) if bound else torch.isfinite(v)).all()):
             raise CheckpointError(f"{weights_path}: tensor {k} holds NaN or infinite values")
     return policy.to(device).eval()

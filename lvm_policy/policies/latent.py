@@ -55,9 +55,9 @@ class LatentConfig(PolicyConfig):
     free_bits: float = 0.0
     """per-dimension KL floor in nats (0 disables it)"""
     min_std: float = 0.02
-    """floor of the decoder's standard deviation (action units; the action box is [-1, 1])"""
+    """floor of the decoder's standard deviation (in half widths of the action box: action units on [-1, 1])"""
     max_std: float = 0.1
-    """ceiling of the decoder's standard deviation (action units): without z it cannot cover two modes, and a
+    """ceiling of the decoder's standard deviation (half widths of the box): without z it cannot cover two modes, and a
     narrow range keeps it from settling on one wide Gaussian for a mode (measured on the toy problem)"""
     min_log_var: float = -12.0
     """clamp of the encoder's and prior's log-variance, for numerical health"""
@@ -134,9 +134,10 @@ class LatentPolicy(Policy):
     def decode(self, obs_n, z):
         """Decoder mean and log-std in normalised action space; obs_n (..., O), z (..., dz) -> (..., A) each."""
         mean, raw = self.decoder(torch.cat([obs_n, z], -1)).chunk(2, -1)
-        # The bounds are in action units: a cap in normalised units would be below the noise of a dimension
-        # that is nearly constant, and z would be forced to encode that noise.
-        return mean, bounded_log_std(raw, self.config.min_std, self.config.max_std) - torch.log(self.act_std)
+        # The bounds are in action units (half widths of the box): a cap in normalised units would be below the
+        # noise of a dimension that is nearly constant, and z would be forced to encode that noise.
+        log_scale = self.act_log_half_width() - torch.log(self.act_std)  # (A,)
+        return mean, bounded_log_std(raw, self.config.min_std, self.config.max_std) + log_scale
 
     # ------------------------------------------------------------------------------------ training
     def on_train_step(self, step: int) -> None:

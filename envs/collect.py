@@ -1,4 +1,4 @@
-"""Collect expert demonstrations in the batched TreeAvoid env and write them as a Minari dataset.
+"""Collect a task's expert demonstrations in its batched env and write them as a Minari dataset.
 
 Every environment of the batch plays exactly one episode; the whole batch runs for the time limit with
 fixed shapes, and each environment's first episode is cut out afterwards. The dataset is written to a
@@ -21,7 +21,6 @@ import torch
 
 from envs.experts import ExpertConfig, TreeAvoidExpert
 from envs.tree_avoid import TreeAvoidParams, TreeAvoidVectorEnv
-from lvm_policy.checkpoint import replace_dir
 
 DATA_FORMAT = "hdf5"
 DATASET_ID = "tree_avoid/expert-v0"
@@ -37,7 +36,12 @@ class Episodes:
     rewards: list[np.ndarray]  # (T,) float32
     terminations: list[np.ndarray]  # (T,) bool
     truncations: list[np.ndarray]  # (T,) bool
-    infos: list[dict[str, np.ndarray]]  # per-step (T+1,) arrays: side
+    infos: list[dict[str, np.ndarray]]  # per-step (T+1,) arrays of the mode convention's keys (RECORDED_INFO)
+
+
+# What goes to the dataset's per-step infos: the mode convention (what lvm_policy reads back). Minari's hdf5
+# writer costs about 0.5 ms per stored array and episode, so TreeAvoid's other keys stay out.
+RECORDED_INFO = ("success", "mode", "context", "outcome")
 
 
 @torch.no_grad()
@@ -48,7 +52,7 @@ def rollout_expert(
     params = params or TreeAvoidParams()
     env = TreeAvoidVectorEnv(num_envs=episodes, params=params)
     agent = TreeAvoidExpert(params, expert, seed=seed)
-    obs, _ = env.reset(seed=seed)
+    obs, info0 = env.reset(seed=seed)
     agent.reset(obs)
     T, N = params.max_steps, episodes
     obs_buf = torch.empty(T + 1, N, 3)
@@ -56,10 +60,9 @@ def rollout_expert(
     rew_buf = torch.empty(T, N)
     term_buf = torch.empty(T, N, dtype=torch.bool)
     trunc_buf = torch.empty(T, N, dtype=torch.bool)
-    # Only the side goes to the per-step infos: Minari's hdf5 writer costs about 0.5 ms per stored array and
-    # episode, and everything else (success, crossing point) follows from the observations.
-    info_keys = ("side",)
-    info_buf = {"side": torch.zeros(T + 1, N, dtype=torch.int64)}
+    info_buf = {k: torch.empty((T + 1, N), dtype=info0[k].dtype) for k in RECORDED_INFO}
+    for k in RECORDED_INFO:
+        info_buf[k][0] = info0[k]
     done_buf = torch.empty(T, N, dtype=torch.bool)
     obs_buf[0] = obs
     for t in range(T):
@@ -68,8 +71,8 @@ def rollout_expert(
         obs_buf[t + 1] = info["final_obs"]  # the episode's own last observation, not the reset one
         act_buf[t], rew_buf[t], term_buf[t], trunc_buf[t] = action, reward, terminated, truncated
         done_buf[t] = info["done"]
-        for k in info_keys:
-            info_buf[k][t + 1] = info[k].to(info_buf[k].dtype)
+        for k in RECORDED_INFO:
+            info_buf[k][t + 1] = info[k]
     # Length of each environment's first episode: index of its first done, plus one.
     lengths = (done_buf.long().argmax(dim=0) + 1).tolist()  # (N,)
     if not bool(done_buf.any(dim=0).all()):
@@ -145,9 +148,19 @@ def write_minari(data: Episodes, out: Path, description: str, seed: int) -> None
                 eval_env=gym.spec("TreeAvoid-v0"),
                 data_format=DATA_FORMAT,
             )
-        replace_dir(tmp_root / DATASET_ID, out)
+        _move_into_place(tmp_root / DATASET_ID, out)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def _move_into_place(staged: Path, target: Path) -> None:
+    """Rename the finished dataset over ``target``; an old one is moved aside first and removed only after."""
+    aside = target.with_name(target.name + ".old")
+    if target.exists():
+        shutil.rmtree(aside, ignore_errors=True)
+        target.rename(aside)
+    staged.rename(target)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def collect(

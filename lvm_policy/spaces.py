@@ -1,0 +1,90 @@
+"""The observation and action spaces the package supports, and how observations become flat vectors.
+
+Supported: ``Box`` actions (any bounds, float dtype) and low-dimensional observations, either a ``Box`` or a
+``Dict`` of ``Box`` es. A ``Dict`` is flattened by concatenating its entries in the space's own key order
+(gymnasium sorts the keys of a ``Dict`` built from a plain dict), each entry flattened in C order: the order
+of ``gymnasium.spaces.flatten``. Images (a ``Box`` of uint8 with 3 dimensions) and discrete spaces are refused
+with one line saying what is supported.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+SUPPORTED = "supported: Box actions, and Box or Dict-of-Box low-dimensional observations"
+
+
+class UnsupportedSpaceError(ValueError):
+    """A space the policies cannot model; the message is one line."""
+
+
+def _is_image(box: spaces.Box) -> bool:
+    return box.dtype == np.uint8 and len(box.shape) == 3
+
+
+def check_observation_space(space: spaces.Space) -> None:
+    """Raise :class:`UnsupportedSpaceError` unless ``space`` is a Box or a Dict of Boxes (no images)."""
+    entries = list(space.spaces.values()) if isinstance(space, spaces.Dict) else [space]
+    for s in entries:
+        if not isinstance(s, spaces.Box):
+            raise UnsupportedSpaceError(f"observation space {space} is not supported ({SUPPORTED})")
+        if _is_image(s):
+            raise UnsupportedSpaceError(f"image observations {s} are not supported ({SUPPORTED})")
+
+
+def check_action_space(space: spaces.Space) -> None:
+    """Raise :class:`UnsupportedSpaceError` unless ``space`` is a one-dimensional float Box."""
+    if not isinstance(space, spaces.Box) or len(space.shape) != 1 or space.dtype.kind != "f":
+        raise UnsupportedSpaceError(f"action space {space} is not supported ({SUPPORTED})")
+
+
+def flat_dim(space: spaces.Space) -> int:
+    """Length of the flat observation vector."""
+    return int(spaces.flatdim(space))
+
+
+def flatten_batch(space: spaces.Space, obs: Any) -> np.ndarray | torch.Tensor:
+    """(N, D) flat observations from a batch (N, ...) of ``space`` 's observations: an array or a dict of them.
+
+    numpy stays numpy and torch stays torch (on its device), so both rollout paths share it.
+    """
+    if isinstance(space, spaces.Dict):
+        parts = [obs[k].reshape(obs[k].shape[0], -1) for k in space.spaces]
+        return torch.cat(parts, dim=1) if torch.is_tensor(parts[0]) else np.concatenate(parts, axis=1)
+    return obs.reshape(obs.shape[0], -1)
+
+
+def is_single(space: spaces.Space, obs: Any) -> bool:
+    """Whether ``obs`` is one observation of ``space`` rather than a batch of them."""
+    first = obs[next(iter(space.spaces))] if isinstance(space, spaces.Dict) else obs
+    shape = space[next(iter(space.spaces))].shape if isinstance(space, spaces.Dict) else space.shape
+    return np.ndim(first) == len(shape)
+
+
+def add_batch_dim(space: spaces.Space, obs: Any) -> Any:
+    if isinstance(space, spaces.Dict):
+        return {k: np.asarray(obs[k])[None] for k in space.spaces}
+    return np.asarray(obs)[None]
+
+
+def to_json(space: spaces.Space) -> str:
+    """Minari's serialisation of a space (what its datasets record): a JSON string."""
+    from minari.serialization import serialize_space
+
+    return serialize_space(space)
+
+
+def from_json(text: str) -> spaces.Space:
+    from minari.serialization import deserialize_space
+
+    return deserialize_space(text)
+
+
+def describe(space: spaces.Space) -> dict[str, Any]:
+    """A short JSON-able summary for config files (the exact space is stored by :func:`to_json`)."""
+    return json.loads(to_json(space))
