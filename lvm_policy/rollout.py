@@ -15,6 +15,7 @@ the episode's last step (mode, context, outcome, switches and the task's own fla
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,9 @@ def env_spec_of(env: str | EnvSpec) -> EnvSpec:
     if isinstance(env, EnvSpec):
         return env
     try:
+        if ":" in env:  # gymnasium's "module:Env-v0": importing the module registers the env
+            module, env = env.split(":", 1)
+            importlib.import_module(module)
         return gym.spec(env)
     except Exception as exc:  # noqa: BLE001  unknown id, or its module cannot be imported
         raise EnvError(f"environment {env!r} cannot be made ({type(exc).__name__}: {_first_line(exc)})") from None

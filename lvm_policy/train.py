@@ -372,7 +372,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         atomic_write_text(
             run / "demo_stats.json",
             json.dumps(
-                dict(reference, val_episodes_of=str(cfg.demos), val_fraction=cfg.val_fraction, split_seed=cfg.seed)
+                dict(
+                    reference,
+                    val_episodes_of=str(Path(demos.source).resolve()),
+                    val_fraction=cfg.val_fraction,
+                    split_seed=cfg.seed,
+                )
             ),
         )
 

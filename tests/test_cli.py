@@ -34,8 +34,8 @@ SMALL = [
 ]
 
 
-def run(*args, timeout=240):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def run(*args, timeout=240, env=None):
+    env = env or dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
