@@ -36,16 +36,21 @@ from envs.tree_avoid import (
     TreeAvoidVectorEnv,
 )
 
-ENV_IDS = ("TreeAvoid-v0",)
+ENV_IDS = ("TreeAvoid-v0", "Slalom-v0", "MultiGoal-v0")
 
-if "TreeAvoid-v0" not in gym.registry:
-    gym.register(
-        id="TreeAvoid-v0",
-        entry_point="envs.tree_avoid:TreeAvoidEnv",
-        vector_entry_point="envs.tree_avoid:TreeAvoidVectorEnv",
-        # The time limit is part of the dynamics (shared with the batched twin), not a TimeLimit wrapper.
-        max_episode_steps=None,
-    )
+for _id, _module, _name in (
+    ("TreeAvoid-v0", "tree_avoid", "TreeAvoid"),
+    ("Slalom-v0", "slalom", "Slalom"),
+    ("MultiGoal-v0", "multigoal", "MultiGoal"),
+):
+    if _id not in gym.registry:
+        gym.register(
+            id=_id,
+            entry_point=f"envs.{_module}:{_name}Env",
+            vector_entry_point=f"envs.{_module}:{_name}VectorEnv",
+            # The time limit is part of the dynamics (shared with the batched twin), not a TimeLimit wrapper.
+            max_episode_steps=None,
+        )
 
 __all__ = [
     "ENV_IDS",

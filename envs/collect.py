@@ -13,18 +13,56 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from envs.experts import ExpertConfig, TreeAvoidExpert
-from envs.tree_avoid import TreeAvoidParams, TreeAvoidVectorEnv
+from envs.experts import (
+    ExpertConfig,
+    MultiGoalExpert,
+    MultiGoalExpertConfig,
+    SlalomExpert,
+    SlalomExpertConfig,
+    TreeAvoidExpert,
+)
 
 DATA_FORMAT = "hdf5"
-DATASET_ID = "tree_avoid/expert-v0"
-DEFAULT_DEMOS = Path(__file__).resolve().parent.parent / "demos" / DATASET_ID
+DEMOS_ROOT = Path(__file__).resolve().parent.parent / "demos"
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task of the package as collection sees it: its env, its expert and where its datasets go."""
+
+    env_id: str
+    expert: Callable[..., Any]  # (params, config, seed) -> expert with reset(obs, mask) and act(obs)
+    config: Callable[..., Any]  # expert options -> config
+    algorithm: str
+
+
+TASKS = {
+    "tree_avoid": Task("TreeAvoid-v0", TreeAvoidExpert, ExpertConfig, "scripted-bimodal-expert"),
+    "slalom": Task("Slalom-v0", SlalomExpert, SlalomExpertConfig, "scripted-slalom-expert"),
+    "multigoal": Task("MultiGoal-v0", MultiGoalExpert, MultiGoalExpertConfig, "scripted-multigoal-expert"),
+}
+
+
+def dataset_id(task: str, variant: str = "expert") -> str:
+    """Minari dataset id of a task's dataset: <task>/<variant>-v0 (e.g. slalom/coupled-v0)."""
+    return f"{task}/{variant}-v0"
+
+
+def default_demos(task: str, variant: str = "expert") -> Path:
+    """Where a task's default dataset lives: demos/<task>/<variant>-v0."""
+    return DEMOS_ROOT / dataset_id(task, variant)
+
+
+DATASET_ID = dataset_id("tree_avoid")
+DEFAULT_DEMOS = default_demos("tree_avoid")
 
 
 @dataclass
@@ -45,23 +83,30 @@ RECORDED_INFO = ("success", "mode", "context", "outcome")
 
 
 @torch.no_grad()
-def rollout_expert(
-    episodes: int, seed: int = 0, expert: ExpertConfig | None = None, params: TreeAvoidParams | None = None
-) -> Episodes:
-    """Play ``episodes`` expert episodes (one per environment of a batch) and return them."""
-    params = params or TreeAvoidParams()
-    env = TreeAvoidVectorEnv(num_envs=episodes, params=params)
-    agent = TreeAvoidExpert(params, expert, seed=seed)
+def rollout_expert(episodes: int, seed: int = 0, expert: Any = None, task: str = "tree_avoid") -> Episodes:
+    """Play ``episodes`` expert episodes of ``task`` (one per environment of its batched twin) and return them.
+
+    ``expert`` is the task's expert config (default options when None)."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registration)
+
+    spec = TASKS[task]
+    env = gym.make_vec(spec.env_id, num_envs=episodes, vectorization_mode="vector_entry_point")
+    params = env.params
+    agent = spec.expert(params, expert or spec.config(), seed=seed)
     obs, info0 = env.reset(seed=seed)
     agent.reset(obs)
     T, N = params.max_steps, episodes
-    obs_buf = torch.empty(T + 1, N, 3)
-    act_buf = torch.empty(T, N, 2)
+    obs_dim, act_dim = obs.shape[1], env.single_action_space.shape[0]
+    obs_buf = torch.empty(T + 1, N, obs_dim)
+    act_buf = torch.empty(T, N, act_dim)
     rew_buf = torch.empty(T, N)
     term_buf = torch.empty(T, N, dtype=torch.bool)
     trunc_buf = torch.empty(T, N, dtype=torch.bool)
-    info_buf = {k: torch.empty((T + 1, N), dtype=info0[k].dtype) for k in RECORDED_INFO}
-    for k in RECORDED_INFO:
+    keys = [k for k in RECORDED_INFO if k in info0]
+    info_buf = {k: torch.empty((T + 1, N), dtype=info0[k].dtype) for k in keys}
+    for k in keys:
         info_buf[k][0] = info0[k]
     done_buf = torch.empty(T, N, dtype=torch.bool)
     obs_buf[0] = obs
@@ -71,7 +116,7 @@ def rollout_expert(
         obs_buf[t + 1] = info["final_obs"]  # the episode's own last observation, not the reset one
         act_buf[t], rew_buf[t], term_buf[t], trunc_buf[t] = action, reward, terminated, truncated
         done_buf[t] = info["done"]
-        for k in RECORDED_INFO:
+        for k in keys:
             info_buf[k][t + 1] = info[k]
     # Length of each environment's first episode: index of its first done, plus one.
     lengths = (done_buf.long().argmax(dim=0) + 1).tolist()  # (N,)
@@ -110,14 +155,18 @@ def _minari_root(path: Path):
             os.environ["MINARI_DATASETS_PATH"] = old
 
 
-def write_minari(data: Episodes, out: Path, description: str, seed: int) -> None:
+def write_minari(
+    data: Episodes, out: Path, description: str, seed: int, task: str = "tree_avoid", variant: str = "expert"
+) -> None:
     """Write ``data`` as a Minari dataset folder at ``out`` atomically (temporary folder, then rename)."""
     import gymnasium as gym
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
-    import envs  # noqa: F401  (registers TreeAvoid-v0 for the dataset's env spec)
+    import envs  # noqa: F401  (registers the tasks for the dataset's env spec)
 
+    spec = TASKS[task]
+    name = dataset_id(task, variant)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_root = Path(tempfile.mkdtemp(prefix=".collect-", dir=out.parent))
@@ -139,16 +188,16 @@ def write_minari(data: Episodes, out: Path, description: str, seed: int) -> None
         with _minari_root(tmp_root), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             minari.create_dataset_from_buffers(
-                dataset_id=DATASET_ID,
+                dataset_id=name,
                 buffer=buffers,
-                env=gym.spec("TreeAvoid-v0"),
-                algorithm_name="scripted-bimodal-expert",
+                env=gym.spec(spec.env_id),
+                algorithm_name=spec.algorithm,
                 author="lvm_policy",
                 description=description,
-                eval_env=gym.spec("TreeAvoid-v0"),
+                eval_env=gym.spec(spec.env_id),
                 data_format=DATA_FORMAT,
             )
-        _move_into_place(tmp_root / DATASET_ID, out)
+        _move_into_place(tmp_root / name, out)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
 
@@ -164,17 +213,21 @@ def _move_into_place(staged: Path, target: Path) -> None:
 
 
 def collect(
-    out: Path = DEFAULT_DEMOS,
+    out: Path | None = None,
     episodes: int = 1000,
     seed: int = 0,
-    noise: float = 0.05,
-    left_prob: float = 0.5,
+    task: str = "tree_avoid",
+    variant: str = "expert",
+    **expert_options: Any,
 ) -> Episodes:
-    """Collect expert demonstrations and write them to ``out``; returns the episodes."""
+    """Collect ``task`` 's expert demonstrations (its expert config built from ``expert_options``) and write
+    them to ``out`` (default: demos/<task>/<variant>-v0); returns the episodes."""
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
-    config = ExpertConfig(left_prob=left_prob, noise=noise)
-    data = rollout_expert(episodes, seed=seed, expert=config)
-    desc = f"TreeAvoid-v0 scripted bimodal expert: {episodes} episodes, seed {seed}, expert {asdict(config)}"
-    write_minari(data, Path(out), desc, seed)
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    config = TASKS[task].config(**expert_options)
+    data = rollout_expert(episodes, seed=seed, expert=config, task=task)
+    desc = f"{TASKS[task].env_id} scripted expert: {episodes} episodes, seed {seed}, expert {asdict(config)}"
+    write_minari(data, Path(out or default_demos(task, variant)), desc, seed, task, variant)
     return data

@@ -112,3 +112,130 @@ class TreeAvoidExpert:
     def act_single(self, obs: np.ndarray) -> np.ndarray:
         a = self.act(torch.as_tensor(obs, dtype=torch.float32, device=self.device).reshape(1, -1))
         return a[0].cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Slalom: TreeAvoid's swerve at every tree
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SlalomExpertConfig(ExpertConfig):
+    coupling: str = "independent"  # "independent": each tree's side drawn on its own; "same": one side per episode
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.coupling not in ("independent", "same"):
+            raise ValueError(f"coupling must be 'independent' or 'same', got {self.coupling!r}")
+
+
+class SlalomExpert:
+    """Batched scripted Slalom driver: TreeAvoid's expert at each tree in turn.
+
+    Each tree's side is drawn with TreeAvoid's p_left of that tree's offset (the wider side preferred), from a
+    uniform number drawn at reset; with ``coupling="same"`` one side, drawn from the first tree's offset, is used
+    at every tree, so only the routes "LL..L" and "RR..R" occur. The expert reads each tree's offset from the
+    observation while it approaches it and remembers it while passing.
+    """
+
+    def __init__(self, params, config: SlalomExpertConfig | None = None, seed: int = 0, device="cpu"):
+        self.params = params
+        self.config = config or SlalomExpertConfig()
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.tree_ys = torch.tensor(params.tree_ys, device=self.device)  # (k,)
+        self.u: torch.Tensor | None = None  # (N, k) uniforms deciding each tree's side
+        self.first_sign: torch.Tensor | None = None  # (N,) the side of every tree when coupled
+        self.tree_x: torch.Tensor | None = None  # (N,) offset of the tree being approached or passed
+        p, c = params, self.config
+        swerve_speed = p.min_forward_speed + (c.swerve_throttle + 1.0) * 0.5 * (
+            p.max_forward_speed - p.min_forward_speed
+        )
+        farthest = p.tree_radius + c.clearance + p.tree_offset_range + 0.01
+        self.decision_distance = p.tree_radius + c.margin + swerve_speed * farthest / p.max_lateral_speed
+
+    def left_probability(self, tree_x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        u = (tree_x / self.params.tree_offset_range).clamp(-1.0, 1.0)
+        return c.left_prob + c.offset_gain * u * min(c.left_prob, 1.0 - c.left_prob)
+
+    def reset(self, obs: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        N, k = obs.shape[0], self.params.num_trees
+        u = torch.rand((N, k), generator=self.generator, device=self.device)
+        first = torch.where(u[:, 0] < self.left_probability(obs[:, 2]), -1.0, 1.0)
+        if self.u is None or mask is None or self.u.shape[0] != N:
+            self.u, self.first_sign, self.tree_x = u, first, obs[:, 2].clone()
+        else:
+            self.u = torch.where(mask[:, None], u, self.u)
+            self.first_sign = torch.where(mask, first, self.first_sign)
+            self.tree_x = torch.where(mask, obs[:, 2], self.tree_x)
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.u is None:
+            raise RuntimeError("call reset(obs) before act(obs)")
+        p, c, k = self.params, self.config, self.params.num_trees
+        x, y = obs[:, 0], obs[:, 1]
+        target = (y[:, None] >= self.tree_ys + c.pass_distance).sum(1)  # tree being approached or passed
+        row_ahead = (y[:, None] >= self.tree_ys).sum(1)  # the tree the observation shows
+        self.tree_x = torch.where(target == row_ahead, obs[:, 2], self.tree_x)
+        t = target.clamp(max=k - 1)
+        tree_y = self.tree_ys[t]
+        if c.coupling == "same":
+            sign = self.first_sign
+        else:
+            u = self.u.gather(1, t[:, None])[:, 0]
+            sign = torch.where(u < self.left_probability(self.tree_x), -1.0, 1.0)
+        pass_x = self.tree_x + sign * (p.tree_radius + c.clearance)
+        swerving = (target < k) & (y >= tree_y - self.decision_distance) & (y < tree_y + c.pass_distance)
+        goal = torch.where(swerving, pass_x, torch.zeros_like(x))
+        gain = torch.where(swerving, c.swerve_gain, c.lane_gain)
+        lateral = (gain * (goal - x) / p.max_lateral_speed).clamp(-1.0, 1.0)
+        throttle = torch.where(swerving, c.swerve_throttle, c.cruise_throttle)
+        action = torch.stack([lateral, throttle], dim=-1)
+        noise = torch.randn(action.shape, generator=self.generator, device=self.device) * c.noise
+        return (action + noise).clamp(-1.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MultiGoal: one goal per episode, weighted
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MultiGoalExpertConfig:
+    goal_probs: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)  # probability of each goal (deliberately unequal)
+    noise: float = 0.05  # standard deviation of the Gaussian action noise
+    position_gain: float = 3.0  # a = clip(kp (goal - p) - kd v): critically damped with the env's damping
+    velocity_gain: float = 0.3
+
+    def __post_init__(self):
+        probs = np.asarray(self.goal_probs, dtype=np.float64)
+        if probs.ndim != 1 or len(probs) < 2 or (probs < 0).any() or abs(probs.sum() - 1.0) > 1e-6:
+            raise ValueError(f"goal_probs must be at least 2 non-negative numbers summing to 1, got {self.goal_probs}")
+        if not (self.noise >= 0.0 and np.isfinite(self.noise)):
+            raise ValueError(f"noise must be a finite number >= 0, got {self.noise}")
+
+
+class MultiGoalExpert:
+    """Batched scripted MultiGoal driver: draws a goal per episode with ``goal_probs`` and drives to it."""
+
+    def __init__(self, params, config: MultiGoalExpertConfig | None = None, seed: int = 0, device="cpu"):
+        self.params = params
+        self.config = config or MultiGoalExpertConfig()
+        if len(self.config.goal_probs) != params.num_goals:
+            raise ValueError(f"goal_probs has {len(self.config.goal_probs)} entries for {params.num_goals} goals")
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.goals = torch.tensor(params.goals(), dtype=torch.float32, device=self.device)  # (K, 2)
+        self.probs = torch.tensor(self.config.goal_probs, dtype=torch.float32, device=self.device)
+        self.goal: torch.Tensor | None = None  # (N,) chosen goal
+
+    def reset(self, obs: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        g = torch.multinomial(self.probs.expand(obs.shape[0], -1), 1, generator=self.generator)[:, 0]
+        keep = self.goal is not None and mask is not None and self.goal.shape == g.shape
+        self.goal = torch.where(mask, g, self.goal) if keep else g
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.goal is None:
+            raise RuntimeError("call reset(obs) before act(obs)")
+        c = self.config
+        pos, vel = obs[:, :2], obs[:, 2:4]
+        action = (c.position_gain * (self.goals[self.goal] - pos) - c.velocity_gain * vel).clamp(-1.0, 1.0)
+        noise = torch.randn(action.shape, generator=self.generator, device=self.device) * c.noise
+        return (action + noise).clamp(-1.0, 1.0)

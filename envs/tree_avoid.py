@@ -26,8 +26,10 @@ from typing import Any, NamedTuple
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
+
+from envs.batched import BatchedSingleEnv, BatchedTask, BatchedVectorEnv, counter_uniform, segment_hits_disc
+
+__all__ = ["TreeAvoidEnv", "TreeAvoidParams", "TreeAvoidVectorEnv", "counter_uniform", "reset_state", "step_state"]
 
 SIDE_NONE, SIDE_LEFT, SIDE_RIGHT = 0, 1, 2
 SIDE_NAMES = ("none", "left", "right")
@@ -69,32 +71,6 @@ class TreeAvoidState(NamedTuple):
     switches: torch.Tensor  # (N,) int64 changes from a course clear on one side to one clear on the other
     seed: torch.Tensor  # (N,) int64 seed of this environment's stream of episodes
     episode: torch.Tensor  # (N,) int64 episodes started from this seed (counter for the reset noise)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Counter-based randomness: an episode's start depends only on (seed, episode index), never on the batch
-# size or on the order in which environments finish, so the single and the batched env draw the same starts.
-# ---------------------------------------------------------------------------------------------------------
-_MASK32 = 0xFFFFFFFF
-
-
-def _hash32(v: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer mixer (lowbias32) on int64 tensors holding values in [0, 2^32)."""
-    v = v & _MASK32
-    v = v ^ (v >> 16)
-    v = (v * 0x7FEB352D) & _MASK32  # int64 products wrap; the low 32 bits stay exact
-    v = v ^ (v >> 15)
-    v = (v * 0x846CA68B) & _MASK32
-    v = v ^ (v >> 16)
-    return v
-
-
-def counter_uniform(seed: torch.Tensor, counter: torch.Tensor, stream: int | torch.Tensor) -> torch.Tensor:
-    """Uniform [0, 1) float32 numbers that are a pure function of (seed, counter, stream). Shapes broadcast,
-    so a (S, 1) tensor of streams draws S numbers per environment in one pass (one op per stage, not S)."""
-    h = _hash32(seed + 0x9E3779B9 * stream)
-    h = _hash32(h ^ _hash32(counter + 0x85EBCA6B))
-    return (h >> 8).to(torch.float32) * (1.0 / (1 << 24))  # 24 bits: exact in float32
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -195,15 +171,6 @@ def fresh_info(state: TreeAvoidState) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in episode_info(state, no, no, no).items()}  # the state changes in place
 
 
-def _segment_hits_disc(x0, y0, x1, y1, cx, cy, r) -> torch.Tensor:
-    """(N,) bool: does the segment (x0, y0)-(x1, y1) pass within r of (cx, cy)? Catches fast fly-throughs."""
-    dx, dy = x1 - x0, y1 - y0
-    seg2 = (dx * dx + dy * dy).clamp_min(1e-12)
-    s = (((cx - x0) * dx + (cy - y0) * dy) / seg2).clamp(0.0, 1.0)
-    px, py = x0 + s * dx - cx, y0 + s * dy - cy
-    return px * px + py * py < r * r
-
-
 def step_state(
     params: TreeAvoidParams, state: TreeAvoidState, action: torch.Tensor
 ) -> tuple[TreeAvoidState, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
@@ -241,7 +208,7 @@ def step_state(
     switches = state.switches + switched.long()
     heading = torch.where(approaching, heading_now, state.heading)
 
-    collision = _segment_hits_disc(state.x, state.y, x, y, state.tree_x, torch.full_like(x, p.tree_y), p.tree_radius)
+    collision = segment_hits_disc(state.x, state.y, x, y, state.tree_x, torch.full_like(x, p.tree_y), p.tree_radius)
     off_road = (x.abs() > p.road_half_width) & ~collision
     success = (y >= p.finish_y) & ~collision & ~off_road
     terminated = collision | off_road | success
@@ -301,86 +268,68 @@ def render_frame(
     return img
 
 
-def _to_python(info: dict[str, torch.Tensor]) -> dict[str, bool | int | float]:
-    """Python scalars of a batch-of-one info (the same keys every step: Minari records them)."""
-    return {k: v[0].item() for k, v in info.items()}
+class TreeAvoidTask(BatchedTask):
+    """TreeAvoid's dynamics for the two env classes of :mod:`envs.batched`."""
+
+    params: TreeAvoidParams
+
+    def reset_state(self, seed, episode):
+        return reset_state(self.params, seed, episode)
+
+    def step_state(self, state, action):
+        return step_state(self.params, state, action)
+
+    def autoreset_state(self, done, stepped, out=None):
+        return autoreset_state(self.params, done, stepped, out)
+
+    def observe(self, state):
+        return observe(state)
+
+    def fresh_info(self, state):
+        return fresh_info(state)
+
+    def observation_space(self):
+        return _observation_space(self.params)
+
+    def action_space(self):
+        return ACTION_SPACE
+
+    def position(self, state):
+        return float(state.x[0]), float(state.y[0])
+
+    def render_frame(self, path, state):
+        return render_frame(self.params, path, float(state.tree_x[0]))
 
 
-# ---------------------------------------------------------------------------------------------------------
-# The single gymnasium env: the batched functions with a batch of one.
-# ---------------------------------------------------------------------------------------------------------
-class TreeAvoidEnv(gym.Env):
+_METADATA = {
+    "render_modes": ["rgb_array"],
+    "render_fps": 10,
+    "mode_names": list(MODE_NAMES),
+    # for lvm_policy's path figures: (x, y) are observation dims 0 and 1; the tree (at its mean offset) and the
+    # finish line behind them
+    "figure": {
+        "xy": [0, 1],
+        "circles": [[0.0, TreeAvoidParams.tree_y, TreeAvoidParams.tree_radius]],
+        "hlines": [TreeAvoidParams.finish_y],
+        "xlim": [-1.2, 1.2],
+        "ylim": [-0.1, 5.2],
+    },
+}
+
+
+class TreeAvoidEnv(BatchedSingleEnv):
     """Single TreeAvoid environment with numpy observations (float32, shape (3,)) and actions (2,)."""
 
-    metadata = {
-        "render_modes": ["rgb_array"],
-        "render_fps": 10,
-        "mode_names": list(MODE_NAMES),
-        # for lvm_policy's path figures: (x, y) are observation dims 0 and 1; the tree (at its mean offset) and
-        # the finish line behind them
-        "figure": {
-            "xy": [0, 1],
-            "circles": [[0.0, TreeAvoidParams.tree_y, TreeAvoidParams.tree_radius]],
-            "hlines": [TreeAvoidParams.finish_y],
-            "xlim": [-1.2, 1.2],
-            "ylim": [-0.1, 5.2],
-        },
-    }
+    metadata = _METADATA
 
     def __init__(self, render_mode: str | None = None, params: TreeAvoidParams | None = None, **overrides: Any):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
-        self.params = params or TreeAvoidParams(**overrides)
-        self.render_mode = render_mode
-        self.observation_space = _observation_space(self.params)
-        self.action_space = ACTION_SPACE
-        self._seed = int(np.random.SeedSequence().generate_state(1)[0])  # unseeded: fresh entropy
-        self._episode = -1
-        self._state: TreeAvoidState | None = None
-        self._path: list[tuple[float, float]] = []
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        if seed is not None:
-            self._seed, self._episode = int(seed) & _MASK32, -1
-        self._episode += 1
-        self._state = reset_state(
-            self.params, torch.tensor([self._seed], dtype=torch.int64), torch.tensor([self._episode])
-        )
-        self._path = [(float(self._state.x[0]), float(self._state.y[0]))]
-        return observe(self._state)[0].numpy(), _to_python(fresh_info(self._state))
-
-    def step(self, action):
-        if self._state is None:
-            raise RuntimeError("call reset() before step()")
-        a = torch.as_tensor(np.asarray(action, dtype=np.float32).reshape(1, 2))
-        self._state, obs, reward, terminated, truncated, info = step_state(self.params, self._state, a)
-        self._path.append((float(self._state.x[0]), float(self._state.y[0])))
-        return obs[0].numpy(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), _to_python(info)
-
-    def render(self):
-        if self.render_mode != "rgb_array" or self._state is None:
-            return None
-        return render_frame(self.params, np.asarray(self._path, dtype=np.float32), float(self._state.tree_x[0]))
+        super().__init__(TreeAvoidTask(params or TreeAvoidParams(**overrides)), render_mode)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# The batched twin: all state on a torch device.
-# ---------------------------------------------------------------------------------------------------------
-class TreeAvoidVectorEnv(VectorEnv):
-    """N TreeAvoid environments stepped together as torch tensors on ``device``.
+class TreeAvoidVectorEnv(BatchedVectorEnv):
+    """N TreeAvoid environments stepped together as torch tensors on ``device`` (see BatchedVectorEnv)."""
 
-    Takes and returns tensors on its device. Finished environments are reset in the same step
-    (``AutoresetMode.SAME_STEP``): the returned observation is the new episode's first, and
-    ``info["final_obs"]`` holds the last observation of the episode that ended.
-    Environment i of ``reset(seed=s)`` plays the same episodes as the single env after ``reset(seed=s + i)``.
-    """
-
-    metadata = {
-        "render_modes": ["rgb_array"],
-        "autoreset_mode": AutoresetMode.SAME_STEP,
-        "mode_names": list(MODE_NAMES),
-    }
+    metadata = dict(_METADATA, autoreset_mode=BatchedVectorEnv.metadata["autoreset_mode"])
 
     def __init__(
         self,
@@ -390,39 +339,4 @@ class TreeAvoidVectorEnv(VectorEnv):
         params: TreeAvoidParams | None = None,
         **overrides: Any,
     ):
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be at least 1, got {num_envs}")
-        self.params = params or TreeAvoidParams(**overrides)
-        self.num_envs = num_envs
-        self.device = torch.device(device)
-        self.render_mode = render_mode
-        self.single_observation_space = _observation_space(self.params)
-        self.single_action_space = ACTION_SPACE
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.state: TreeAvoidState | None = None
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
-        seeds = (torch.arange(self.num_envs, dtype=torch.int64, device=self.device) + int(seed)) & _MASK32
-        self.state = reset_state(self.params, seeds)
-        return observe(self.state), fresh_info(self.state)
-
-    def step(self, actions: torch.Tensor):
-        if self.state is None:
-            raise RuntimeError("call reset() before step()")
-        actions = torch.as_tensor(actions, device=self.device).detach()  # actions are data: no graph through the env
-        stepped, obs, reward, terminated, truncated, info = step_state(self.params, self.state, actions)
-        done = terminated | truncated
-        # In place: the state tensors keep their storage from one reset to the next (see autoreset_state).
-        self.state = autoreset_state(self.params, done, stepped, out=self.state)
-        info = dict(info, final_obs=obs, done=done)
-        return observe(self.state), reward, terminated, truncated, info
-
-    def render(self):
-        if self.render_mode != "rgb_array" or self.state is None:
-            return None
-        # The first environment, with its current position only (the batched env keeps no path history).
-        s = self.state
-        return render_frame(self.params, np.array([[float(s.x[0]), float(s.y[0])]]), float(s.tree_x[0]))
+        super().__init__(TreeAvoidTask(params or TreeAvoidParams(**overrides)), num_envs, device, render_mode)

@@ -1,6 +1,9 @@
-"""Collect the TreeAvoid expert demonstrations as a Minari dataset.
+"""Collect a task's expert demonstrations as a Minari dataset.
 
-python scripts/collect_demos.py                 # the standard dataset: demos/tree_avoid/expert-v0
+python scripts/collect_demos.py                                   # TreeAvoid: demos/tree_avoid/expert-v0
+python scripts/collect_demos.py --task slalom                     # 3 trees, sides independent: slalom/expert-v0
+python scripts/collect_demos.py --task slalom --coupling same     # one side per episode: slalom/coupled-v0
+python scripts/collect_demos.py --task multigoal --goal-probs 0.4 0.3 0.2 0.1
 python scripts/collect_demos.py --episodes 200 --left-prob 0.7 --out /tmp/demos
 """
 
@@ -10,18 +13,21 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from envs.collect import DEFAULT_DEMOS, collect  # noqa: E402
+from envs.collect import TASKS, collect, default_demos  # noqa: E402
 from lvm_policy.cli import run_main  # noqa: E402
 from lvm_policy.errors import ConfigError  # noqa: E402
 
 
 @dataclass
 class Args:
+    task: Literal["tree_avoid", "slalom", "multigoal"] = "tree_avoid"
+    """which task's expert to play"""
     episodes: int = 1000
     """number of episodes (one per environment of the batch)"""
     seed: int = 0
@@ -29,27 +35,42 @@ class Args:
     noise: float = 0.05
     """standard deviation of the expert's Gaussian action noise"""
     left_prob: float = 0.5
-    """overall probability that the expert passes the tree on the left"""
-    out: Path = DEFAULT_DEMOS
-    """dataset folder to write (replaced atomically if it exists)"""
+    """tree_avoid, slalom: overall probability of passing a tree on the left"""
+    coupling: Literal["independent", "same"] = "independent"
+    """slalom: each tree's side drawn on its own, or one side for every tree of an episode"""
+    goal_probs: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)
+    """multigoal: probability of each goal (east, north, west, south)"""
+    out: Path | None = None
+    """dataset folder to write, replaced atomically if it exists (default: demos/<task>/<variant>-v0)"""
 
 
 def main(args: Args) -> None:
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
-    if not 0.0 <= args.left_prob <= 1.0:
-        raise ConfigError(f"--left-prob must lie in [0, 1], got {args.left_prob}")
-    if not args.noise >= 0.0:
-        raise ConfigError(f"--noise must be >= 0, got {args.noise}")
+    options: dict = {"noise": args.noise}
+    if args.task in ("tree_avoid", "slalom"):
+        options["left_prob"] = args.left_prob
+    if args.task == "slalom":
+        options["coupling"] = args.coupling
+    if args.task == "multigoal":
+        options["goal_probs"] = tuple(args.goal_probs)
+    variant = "coupled" if args.task == "slalom" and args.coupling == "same" else "expert"
+    out = args.out or default_demos(args.task, variant)
+    try:
+        TASKS[args.task].config(**options)
+    except ValueError as exc:
+        raise ConfigError(f"expert options: {exc}") from None
     start = time.perf_counter()
-    data = collect(args.out, args.episodes, args.seed, args.noise, args.left_prob)
+    data = collect(out, args.episodes, args.seed, args.task, variant, **options)
     seconds = time.perf_counter() - start
     steps = sum(len(a) for a in data.actions)
-    left = sum(int(i["mode"][-1] == 0) for i in data.infos)
+    modes = [int(i["mode"][-1]) for i in data.infos]
     success = sum(int(bool(i["success"][-1])) for i in data.infos)
+    counts = {m: modes.count(m) for m in sorted(set(modes))}
+    shares = ", ".join(f"mode {m}: {c / len(modes):.3f}" for m, c in counts.items())
     print(
-        f"wrote {args.episodes} episodes ({steps} steps) to {args.out} in {seconds:.2f} s; "
-        f"expert success {success / args.episodes:.4f}, left share {left / args.episodes:.3f}"
+        f"wrote {args.episodes} episodes ({steps} steps) to {out} in {seconds:.2f} s; "
+        f"expert success {success / args.episodes:.4f}; {shares}"
     )
 
 

@@ -1,12 +1,16 @@
 """Train (or reuse) every policy class over several seeds on the same demonstrations and compare them.
 
-    python scripts/compare_baselines.py                     # 4 classes x 3 seeds on TreeAvoid -> results/
+    python scripts/compare_baselines.py                        # TreeAvoid: 4 classes x 3 seeds -> results/tree_avoid/
+    python scripts/compare_baselines.py --task slalom          # or slalom_coupled, multigoal
+    python scripts/compare_baselines.py --task all             # every task, then results/summary.md
     python scripts/compare_baselines.py --seeds 0 --policies lvm gmm --steps 500 --out /tmp/cmp
     python scripts/compare_baselines.py --demos my-dataset-v0 --out results/mine   # any dataset
 
-Writes ``results.md`` (mean and spread over seeds of every metric, both acting modes, training time),
-``results.json`` (every run's metrics) and ``rollouts.png`` (demonstrations and each class's rollouts). A
-finished run is reused only when its stored config equals the one asked for (so a changed default retrains).
+For each task (its default demonstrations, collected when missing) writes ``results/<task>/results.md`` (mean
+and spread over seeds of every metric, both acting modes, training time), ``results.json`` (every run's metrics)
+and ``rollouts.png`` (demonstrations and each class's rollouts), then ``results/summary.md``: class x task from
+every task's results.json present. A finished run is reused only when its stored config equals the one asked
+for (so a changed default retrains).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import tyro
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 import envs  # noqa: E402,F401  (registers the package's tasks)
-from envs.collect import DEFAULT_DEMOS  # noqa: E402
+from envs.collect import default_demos  # noqa: E402
 from lvm_policy.cli import run_main  # noqa: E402
 from lvm_policy.errors import ConfigError  # noqa: E402
 from lvm_policy.train import PolicyName, TrainConfig, config_to_json  # noqa: E402
@@ -44,20 +48,31 @@ COLUMNS = [  # (metric key, header, format)
 NOT_PART_OF_A_RUN = ("out", "resume", "progress", "json", "final_eval_episodes")
 
 
+# Task name -> (collect task, dataset variant, expert options): the package's benchmark datasets.
+TASKS = {
+    "tree_avoid": ("tree_avoid", "expert", {}),
+    "slalom": ("slalom", "expert", {"coupling": "independent"}),
+    "slalom_coupled": ("slalom", "coupled", {"coupling": "same"}),
+    "multigoal": ("multigoal", "expert", {}),
+}
+
+
 @dataclass
 class Args:
+    task: Literal["tree_avoid", "slalom", "slalom_coupled", "multigoal", "all"] = "tree_avoid"
+    """benchmark task (its default demonstrations), or all of them"""
     policies: list[PolicyName] = field(default_factory=lambda: ["lvm", "gmm", "autoregressive", "gaussian"])
     """classes to compare"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """training seeds"""
     steps: int | None = None
     """gradient steps (default: train_bc's default)"""
-    demos: str = str(DEFAULT_DEMOS)
-    """Minari dataset (folder or dataset id) shared by every run"""
+    demos: str | None = None
+    """a Minari dataset (folder or dataset id) instead of the task's default demonstrations"""
     runs: Path = Path("runs/compare")
-    """where the run folders go; a finished run there with the same config is reused"""
+    """where the run folders go (<runs>/<task>/<policy>-seed<seed>); a finished run with the same config is reused"""
     out: Path = Path("results")
-    """where results.md, results.json and rollouts.png go"""
+    """results/<task>/ get results.md, results.json and rollouts.png; results/ gets summary.md"""
     episodes: int = 10_000
     """evaluation episodes per run and acting mode"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -86,6 +101,58 @@ def reusable(run: Path, cfg: TrainConfig) -> bool:
 
 
 def main(args: Args) -> None:
+    if not args.seeds or not args.policies:
+        raise ConfigError("--seeds and --policies need at least one value each")
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
+    if args.demos is not None:
+        compare(args, args.demos, args.runs, args.out)
+        return
+    for task in TASKS if args.task == "all" else [args.task]:
+        name, variant, options = TASKS[task]
+        demos = default_demos(name, variant)
+        if not demos.exists():
+            from envs.collect import collect
+
+            collect(demos, task=name, variant=variant, **options)
+        compare(args, str(demos), args.runs / task, args.out / task)
+    write_summary(args.out)
+
+
+SUMMARY = [("success_rate", "success", "{:.3f}"), ("mode_tv", "mode TV", "{:.3f}"), ("nll", "NLL", "{:.2f}")]
+
+
+def write_summary(out: Path) -> None:
+    """results/summary.md: per class (sampled actions) and task, mean over seeds, from every results.json."""
+    tasks = [t for t in TASKS if (out / t / "results.json").is_file()]
+    records = {t: json.loads((out / t / "results.json").read_text()) for t in tasks}
+    policies = []
+    for t in tasks:
+        policies += [r["policy"] for r in records[t] if r["policy"] not in policies]
+    head = " | ".join(f"{t}: success / mode TV / NLL / train s" for t in tasks)
+    lines = [
+        "Sampled actions; mean over the seeds of each task's results.json (10,000 episodes per run unless noted there).",
+        "",
+        f"| policy | {head} |",
+        "|---|" + "---|" * len(tasks),
+    ]
+    for p in policies:
+        cells = []
+        for t in tasks:
+            rows = [r for r in records[t] if r["policy"] == p and not r["deterministic"]]
+            if not rows:
+                cells.append("–")
+                continue
+            vals = [fmt.format(_mean_std([r.get(k) for r in rows])[0]) for k, _, fmt in SUMMARY]
+            vals.append(f"{_mean_std([r.get('train_seconds') for r in rows])[0]:.0f}")
+            cells.append(" / ".join(vals))
+        lines.append(f"| {p} | " + " | ".join(cells) + " |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def compare(args: Args, demos_ref: str, runs: Path, out: Path) -> None:
+    """Train or reuse every class x seed on one dataset; write results.md, results.json, rollouts.png to out."""
     from gymnasium.envs.registration import EnvSpec
 
     from lvm_policy.data import load_demonstrations
@@ -94,23 +161,15 @@ def main(args: Args) -> None:
     from lvm_policy.policies import load_policy
     from lvm_policy.train import train, validation_split
 
-    if not args.seeds or not args.policies:
-        raise ConfigError("--seeds and --policies need at least one value each")
-    if args.episodes < 1:
-        raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
     device = resolve_device(args.device)
-    if Path(args.demos) == DEFAULT_DEMOS and not DEFAULT_DEMOS.exists():
-        from envs.collect import collect
-
-        collect(DEFAULT_DEMOS)
-    demos = load_demonstrations(args.demos)
-    base = TrainConfig(demos=args.demos, device=args.device, progress=True)
+    demos = load_demonstrations(demos_ref)
+    base = TrainConfig(demos=demos_ref, device=args.device, progress=True)
     if args.steps is not None:
         base = replace(base, steps=args.steps)
     records, panels, env, names, figure = [], [], None, [], {}
     for name in args.policies:
         for seed in args.seeds:
-            run = args.runs / f"{name}-seed{seed}"
+            run = runs / f"{name}-seed{seed}"
             cfg = replace(base, policy=name, seed=seed, out=run)
             if not reusable(run, cfg):
                 if run.exists():
@@ -145,13 +204,13 @@ def main(args: Args) -> None:
                 f"(low-noise {records[-1].get('success_rate', float('nan')):.4f}), mode TV {records[-2].get('mode_tv', float('nan')):.3f}"
             )
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(records, indent=1))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(records, indent=1))
     demo_shares = records[0].get("demo_mode_shares", [])
     shares = ", ".join(f"{n} {s:.3f}" for n, s in zip(names, demo_shares))
     env_id = env.id if hasattr(env, "id") else env
     lines = [
-        f"Environment {env_id}; demonstrations {Path(args.demos).name} (mode shares {shares or 'not recorded'}). "
+        f"Environment {env_id}; demonstrations {Path(demos_ref).parent.name}/{Path(demos_ref).name} (mode shares {shares or 'not recorded'}). "
         f"{args.episodes} evaluation episodes per run, the same seeded episodes for every policy; mean ± standard "
         f"deviation over seeds {args.seeds}; device {device}.",
         "",
@@ -171,9 +230,9 @@ def main(args: Args) -> None:
             cells.append(" / ".join(f"{v:.3f}" for v in per_mode))
             acting = "low-noise" if deterministic else "sampled"
             lines.append(f"| {name} | {acting} | " + " | ".join(cells) + " |")
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
     if panels:
-        plot_paths(panels, args.out / "rollouts.png", names, figure)
+        plot_paths(panels, out / "rollouts.png", names, figure)
     print("\n".join(lines))
 
 

@@ -1,0 +1,143 @@
+"""Slalom-v0 and MultiGoal-v0: env checkers, single/batched parity through auto-resets, the mode convention,
+their experts (success, mode mix, coupling) and the averaging failure."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from envs.collect import rollout_expert
+from envs.experts import MultiGoalExpert, MultiGoalExpertConfig, SlalomExpert, SlalomExpertConfig
+from envs.multigoal import MultiGoalVectorEnv
+from envs.slalom import SlalomVectorEnv, route_names
+
+TASKS = ["Slalom-v0", "MultiGoal-v0"]
+
+
+@pytest.mark.parametrize("env_id", TASKS)
+def test_checkers_render_and_mode_names(env_id):
+    gym_check_env(gym.make(env_id).unwrapped, skip_render_check=False)
+    sb3_check_env(gym.make(env_id).unwrapped, warn=True)
+    env = gym.make(env_id, render_mode="rgb_array")
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    frame = env.render()
+    assert frame.dtype == np.uint8 and frame.ndim == 3 and len(np.unique(frame.reshape(-1, 3), axis=0)) >= 3
+    names = env.unwrapped.metadata["mode_names"]
+    assert names == (route_names(3) if env_id == "Slalom-v0" else ["east", "north", "west", "south"])
+    venv = gym.make_vec(env_id, num_envs=3, vectorization_mode="vector_entry_point")
+    assert venv.metadata["mode_names"] == names
+
+
+@pytest.mark.parametrize("env_id", TASKS)
+def test_single_and_batched_env_agree_step_by_step(env_id):
+    """Same seeds and actions: identical observations, rewards, flags and infos, across auto-resets."""
+    n, seed = 4, 7
+    venv = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point")
+    singles = [gym.make(env_id).unwrapped for _ in range(n)]
+    vobs, vinfo0 = venv.reset(seed=seed)
+    resets = [e.reset(seed=seed + i) for i, e in enumerate(singles)]
+    np.testing.assert_array_equal(vobs.numpy(), np.stack([o for o, _ in resets]))
+    for _, info0 in resets:
+        assert set(info0) == set(vinfo0) and info0["mode"] == -1 and not info0["success"]
+    # An expert with noise gives successes on several routes; extra noise gives crashes as well.
+    expert = (
+        SlalomExpert(venv.params, SlalomExpertConfig(noise=0.3), seed=0)
+        if env_id == "Slalom-v0"
+        else MultiGoalExpert(venv.params, MultiGoalExpertConfig(noise=0.6), seed=0)
+    )
+    expert.reset(vobs)
+    ended, modes = 0, set()
+    for _ in range(500 if env_id == "Slalom-v0" else 120):
+        actions = expert.act(vobs).numpy()
+        vobs, vrew, vterm, vtrunc, vinfo = venv.step(torch.from_numpy(actions))
+        for i, env in enumerate(singles):
+            o, r, te, tr, info = env.step(actions[i])
+            np.testing.assert_array_equal(vinfo["final_obs"][i].numpy(), o)
+            assert float(vrew[i]) == r and bool(vterm[i]) == te and bool(vtrunc[i]) == tr
+            assert set(info) == set(vinfo0) - {"final_obs", "done"}
+            for k, v in info.items():
+                assert v == vinfo[k][i].item(), k
+            if te or tr:
+                ended += 1
+                modes.add(info["mode"])
+                o, _ = env.reset()
+            np.testing.assert_array_equal(vobs[i].numpy(), o)
+        expert.reset(vobs, vinfo["done"])
+    assert ended >= 3 * n and len(modes) >= 3  # several auto-resets and several modes were compared
+
+
+def _play(venv, expert, steps):
+    obs, _ = venv.reset(seed=0)
+    expert.reset(obs)
+    n = venv.num_envs
+    finished = torch.zeros(n, dtype=torch.bool)
+    success, mode = torch.zeros(n, dtype=torch.bool), torch.full((n,), -1)
+    for _ in range(steps):
+        obs, _, _, _, info = venv.step(expert.act(obs))
+        first = info["done"] & ~finished
+        success |= first & info["success"]
+        mode = torch.where(first, info["mode"], mode)
+        finished |= info["done"]
+        expert.reset(obs, info["done"])
+    return success, mode
+
+
+@pytest.mark.parametrize("coupling", ["independent", "same"])
+def test_slalom_expert_routes(coupling):
+    venv = SlalomVectorEnv(num_envs=4000)
+    success, mode = _play(venv, SlalomExpert(venv.params, SlalomExpertConfig(coupling=coupling)), 250)
+    assert float(success.float().mean()) >= 0.995
+    shares = torch.bincount(mode[mode >= 0], minlength=8).float() / len(mode)
+    if coupling == "independent":  # every route, about 1/8 each
+        assert bool(((shares - 0.125).abs() < 0.03).all()), shares
+    else:  # LLL and RRR only
+        assert abs(float(shares[0]) - 0.5) < 0.03 and abs(float(shares[7]) - 0.5) < 0.03
+        assert float(shares[1:7].sum()) == 0.0
+
+
+def test_multigoal_expert_goal_weights():
+    venv = MultiGoalVectorEnv(num_envs=4000)
+    success, mode = _play(venv, MultiGoalExpert(venv.params), 20)
+    assert float(success.float().mean()) >= 0.995
+    shares = torch.bincount(mode[mode >= 0], minlength=4).float() / len(mode)
+    torch.testing.assert_close(shares, torch.tensor([0.4, 0.3, 0.2, 0.1]), atol=0.025, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "task,env_cls,steps", [("slalom", SlalomVectorEnv, 250), ("multigoal", MultiGoalVectorEnv, 20)]
+)
+def test_the_average_of_the_demonstrations_fails(task, env_cls, steps):
+    """Acting with the demonstrations' mean action at each state (what a unimodal policy converges to) fails:
+    here approximated by averaging the expert's noise-free action over its possible choices."""
+    venv = env_cls(num_envs=500)
+    obs, _ = venv.reset(seed=0)
+    cls, cfg = (SlalomExpert, SlalomExpertConfig) if task == "slalom" else (MultiGoalExpert, MultiGoalExpertConfig)
+    experts = []
+    choices = 2 if task == "slalom" else 4
+    for c in range(choices):
+        e = cls(venv.params, cfg(noise=0.0), seed=0)
+        e.reset(obs)
+        if task == "slalom":
+            e.u.fill_(0.0 if c == 0 else 1.0)  # always left / always right
+        else:
+            e.goal.fill_(c)
+        experts.append(e)
+    weights = [0.5, 0.5] if task == "slalom" else list(MultiGoalExpertConfig().goal_probs)
+    finished = torch.zeros(500, dtype=torch.bool)
+    success = torch.zeros(500, dtype=torch.bool)
+    for _ in range(steps):
+        action = sum(w * e.act(obs) for w, e in zip(weights, experts))
+        obs, _, _, _, info = venv.step(action)
+        success |= info["done"] & ~finished & info["success"]
+        finished |= info["done"]
+    assert float(success.float().mean()) <= 0.5
+
+
+def test_collected_slalom_dataset_records_routes():
+    data = rollout_expert(50, seed=0, task="slalom")
+    modes = [int(i["mode"][-1]) for i in data.infos]
+    assert set(data.infos[0]) == {"success", "mode"} and all(0 <= m < 8 for m in modes)
+    assert all(int(i["mode"][0]) == -1 for i in data.infos)  # unknown at reset
