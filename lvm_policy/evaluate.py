@@ -129,7 +129,7 @@ def demo_reference(demos: Demonstrations, mode_names: list[str] | None = None) -
 @torch.no_grad()
 def heldout_nll(policy: Policy, obs: torch.Tensor, act: torch.Tensor, batch_size: int = 8192, seed: int = 0) -> float:
     """Mean negative log-likelihood of held-out actions, nats per action (IWAE bound for lvm)."""
-    if obs.shape[0] == 0:
+    if obs.shape[0] == 0 or not policy.has_density:
         return float("nan")
     dev = policy.device
     with evaluating(policy, seed):

@@ -38,11 +38,14 @@ from lvm_policy.errors import CheckpointError, ConfigError, DatasetError, EnvErr
 from lvm_policy.evaluate import demo_reference, eval_score, evaluate, heldout_nll, resolve_device, rollout, summarize
 from lvm_policy.policies import Policy, make_policy
 from lvm_policy.policies.autoregressive import AutoregressiveConfig
+from lvm_policy.policies.bet import BeTConfig
+from lvm_policy.policies.diffusion import DiffusionConfig
+from lvm_policy.policies.flow import FlowConfig
 from lvm_policy.policies.gaussian import GaussianConfig
 from lvm_policy.policies.gmm import GMMConfig
 from lvm_policy.policies.latent import LatentConfig
 
-PolicyName = Literal["lvm", "gmm", "autoregressive", "gaussian"]
+PolicyName = Literal["lvm", "gmm", "autoregressive", "gaussian", "flow", "diffusion", "bet"]
 
 
 @dataclass
@@ -100,6 +103,9 @@ class TrainConfig:
     gmm: GMMConfig = field(default_factory=GMMConfig)
     autoregressive: AutoregressiveConfig = field(default_factory=AutoregressiveConfig)
     gaussian: GaussianConfig = field(default_factory=GaussianConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    bet: BeTConfig = field(default_factory=BeTConfig)
 
     def policy_config(self):
         return getattr(self, self.policy)
@@ -138,9 +144,17 @@ def config_to_json(cfg: TrainConfig) -> dict[str, Any]:
 
 def config_from_json(d: dict[str, Any]) -> TrainConfig:
     d = {k: v for k, v in d.items() if k != "environment"}
-    nested = {"lvm": LatentConfig, "gmm": GMMConfig, "autoregressive": AutoregressiveConfig, "gaussian": GaussianConfig}
+    nested = {
+        "lvm": LatentConfig,
+        "gmm": GMMConfig,
+        "autoregressive": AutoregressiveConfig,
+        "gaussian": GaussianConfig,
+        "flow": FlowConfig,
+        "diffusion": DiffusionConfig,
+        "bet": BeTConfig,
+    }
     for k, cls in nested.items():
-        d[k] = cls(**d[k])
+        d[k] = cls(**d[k]) if k in d else cls()
     for k in ("out", "resume"):
         d[k] = None if d[k] is None else Path(d[k])
     return TrainConfig(**d)

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import tyro
 
@@ -87,17 +87,23 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return m, (math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0)
 
 
-def run_identity(cfg: TrainConfig) -> dict:
-    """The part of a config that decides what a run learns (compared to reuse a finished run)."""
-    return {k: v for k, v in config_to_json(cfg).items() if k not in NOT_PART_OF_A_RUN}
+def _identity(config: dict) -> dict:
+    """The part of a stored config that decides what a run learns: without the options in NOT_PART_OF_A_RUN
+    and without the option sections of the other policy classes."""
+    classes = get_args(PolicyName)
+    return {
+        k: v
+        for k, v in config.items()
+        if k not in NOT_PART_OF_A_RUN and k != "environment" and (k not in classes or k == config["policy"])
+    }
 
 
 def reusable(run: Path, cfg: TrainConfig) -> bool:
+    """Whether ``run`` finished with the options ``cfg`` asks for (so that a changed default retrains)."""
     if not (run / "metrics.json").is_file() or not (run / "config.json").is_file():
         return False
     stored = json.loads((run / "config.json").read_text())
-    stored = {k: v for k, v in stored.items() if k not in NOT_PART_OF_A_RUN and k != "environment"}
-    return stored == json.loads(json.dumps(run_identity(cfg)))
+    return _identity(stored) == _identity(json.loads(json.dumps(config_to_json(cfg))))
 
 
 def main(args: Args) -> None:

@@ -15,8 +15,8 @@ from lvm_policy.policies.latent import LatentConfig
 ALL = list_policies()
 
 
-def test_registry_has_the_four_classes():
-    assert set(ALL) == {"gaussian", "gmm", "autoregressive", "lvm"}
+def test_registry_has_every_class():
+    assert set(ALL) == {"gaussian", "gmm", "autoregressive", "lvm", "flow", "diffusion", "bet"}
     with pytest.raises(ValueError, match="unknown policy"):
         make_policy("nope", 3, 2)
 
@@ -27,9 +27,11 @@ def test_interface_shapes_and_bounds(name):
     p = make_policy(name, 3, 2)
     obs = torch.randn(16, 3)
     act = torch.rand(16, 2) * 2 - 1
+    p.fit_normalizer(obs, act)
     loss, logs = p.loss(obs, act)
     assert loss.dim() == 0 and all(isinstance(v, float) for v in logs.values())
     assert p.log_prob(obs, act).shape == (16,)
+    assert bool(torch.isfinite(p.log_prob(obs, act)).all()) == p.has_density
     s = p.sample(obs, 5)
     assert s.shape == (16, 5, 2) and bool((s.abs() <= 1).all())
     for det in (False, True):
@@ -141,18 +143,11 @@ def _toy(n=4096):
 def test_toy_bimodal_modes(name):
     torch.manual_seed(0)
     obs, act = _toy()
-    cfgs = {"lvm": dict(beta_warmup_steps=100), "autoregressive": dict(num_bins=32), "gmm": {}, "gaussian": {}}
-    p = make_policy(name, 3, 2, make_policy(name, 3, 2).config_class(hidden_dim=64, **cfgs[name]))
-    p.fit_normalizer(obs, act)
-    opt = torch.optim.Adam(p.parameters(), lr=3e-3)
-    for step in range(600):
-        idx = torch.randint(len(obs), (256,))
-        p.on_train_step(step)
-        loss, _ = p.loss(obs[idx], act[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    p.eval()
+    cfgs = {"lvm": dict(beta_warmup_steps=100), "autoregressive": dict(num_bins=32), "bet": dict(num_bins=8)}
+    # (hidden width, steps, learning rate): diffusion needs more of everything to place its mode weights
+    budget = {"diffusion": (128, 3000, 1e-3)}.get(name, (64, 600, 3e-3))
+    config = make_policy(name, 3, 2).config_class(hidden_dim=budget[0], **cfgs.get(name, {}))
+    p = _train(make_policy(name, 3, 2, config), obs, act, budget[1], lr=budget[2])
     test_obs = torch.rand(64, 3) * 2 - 1
     with torch.no_grad():
         lateral = p.sample(test_obs, 200)[..., 0]  # (64, 200)
@@ -179,3 +174,105 @@ def test_held_latent_survives_switching_between_predict_and_act():
     np.testing.assert_allclose(again, first, atol=1e-6)
     second, _ = policy.predict(obs, episode_start=np.zeros(4, dtype=bool), deterministic=True)
     np.testing.assert_allclose(second, first, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------
+# flow, diffusion, bet
+# ------------------------------------------------------------------------------------------------------
+def _train(p, obs, act, steps, lr=3e-3):
+    p.fit_normalizer(obs, act)
+    opt = torch.optim.Adam(p.parameters(), lr=lr)
+    for step in range(steps):
+        idx = torch.randint(len(obs), (256,))
+        p.on_train_step(step)
+        loss, _ = p.loss(obs[idx], act[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return p.eval()
+
+
+@pytest.mark.parametrize("act_dim", [1, 2])
+def test_flow_density_integrates_to_one(act_dim):
+    """The change-of-variables density of a trained (bimodal) flow, summed over a grid, is about 1."""
+    from lvm_policy.policies.flow import FlowConfig
+
+    torch.manual_seed(0)
+    obs, act = _toy(2048)
+    p = _train(make_policy("flow", 3, act_dim, FlowConfig(hidden_dim=64, num_layers=2)), obs, act[:, :act_dim], 300)
+    s = torch.zeros(1, 3)
+    n = 400 if act_dim == 1 else 60
+    lo, hi = p.act_mean - 6 * p.act_std, p.act_mean + 6 * p.act_std  # the density's support, raw units
+    axes = [torch.linspace(float(lo[j]), float(hi[j]), n) for j in range(act_dim)]
+    grid = torch.cartesian_prod(*axes).reshape(-1, act_dim)
+    cell = math.prod(float(a[1] - a[0]) for a in axes)
+    with torch.no_grad():
+        dens = torch.cat([p.log_prob(s.expand(len(c), -1), c).exp() for c in grid.split(4096)])
+    assert abs(float(dens.sum()) * cell - 1.0) < 0.05
+
+
+def _ddpm_reference(p, obs_n, n):
+    """Textbook DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), written independently of the class."""
+    abar = p.alpha_bar
+    alphas = torch.cat([abar[:1], abar[1:] / abar[:-1]])
+    x = torch.randn(n, p.act_dim)
+    for k in range(p.config.train_steps, 0, -1):
+        e = p.eps(obs_n.expand(n, -1), x, torch.full((n,), k))
+        mean = (x - (1 - alphas[k - 1]) / (1 - abar[k - 1]).sqrt() * e) / alphas[k - 1].sqrt()
+        if k > 1:
+            var = (1 - abar[k - 2]) / (1 - abar[k - 1]) * (1 - alphas[k - 1])
+            x = mean + var.sqrt() * torch.randn_like(x)
+        else:
+            x = mean
+    return p.denormalize_act(x)
+
+
+def test_ddim_with_every_step_matches_ddpm():
+    from lvm_policy.policies.diffusion import DiffusionConfig
+
+    torch.manual_seed(0)
+    obs, act = _toy()
+    p = _train(make_policy("diffusion", 3, 2, DiffusionConfig(hidden_dim=64, num_layers=2)), obs, act, 600)
+    s = p.normalize_obs(torch.zeros(1, 3))
+    n = 4000
+    with torch.no_grad():
+        ddpm = _ddpm_reference(p, s, n)[:, 0]
+        ancestral = p.denormalize_act(p.denoise(s.expand(n, -1), torch.randn(n, 2), 100, eta=1.0))[:, 0]
+        ddim = p.denormalize_act(p.denoise(s.expand(n, -1), torch.randn(n, 2), 100, eta=0.0))[:, 0]
+    for x in (ancestral, ddim):
+        # same share per mode (sampling noise of 4,000 draws: +-0.016) and the same spread around each mode
+        for side in (-0.6, 0.6):
+            assert (
+                abs(float(((x - side).abs() < 0.2).float().mean()) - float(((ddpm - side).abs() < 0.2).float().mean()))
+                < 0.05
+            )
+        assert abs(float(x.abs().mean()) - float(ddpm.abs().mean())) < 0.05
+
+
+def test_kmeans_is_reproducible_and_finds_the_clusters():
+    from lvm_policy.policies.bet import kmeans
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    x = torch.cat([torch.randn(500, 2, generator=g) * 0.05 + c for c in centres])
+    a, b, c = kmeans(x, 3, seed=1), kmeans(x, 3, seed=1), kmeans(x, 3, seed=2)
+    assert torch.equal(a, b)
+    found = sorted(a.tolist())
+    assert all(
+        abs(f[0] - t[0]) < 0.05 and abs(f[1] - t[1]) < 0.05 for f, t in zip(found, sorted([[-1, 0], [0, 2], [1, 0]]))
+    )
+    torch.testing.assert_close(torch.tensor(sorted(c.tolist())), torch.tensor(found), atol=1e-4, rtol=0)  # other seed
+
+
+def test_bet_bins_are_fitted_on_the_data_and_saved(tmp_path):
+    from lvm_policy.evaluate import heldout_nll
+
+    torch.manual_seed(0)
+    obs, act = _toy(1024)
+    p = make_policy("bet", 3, 2)
+    p.fit_normalizer(obs, act)
+    assert float(p.centres.abs().sum()) > 0
+    p.save(tmp_path / "bet")
+    q = load_policy(tmp_path / "bet")
+    assert torch.equal(q.centres, p.centres)
+    assert math.isnan(heldout_nll(q, obs, act))  # no density: NaN, not a number that looks like one

@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from lvm_policy.policies import autoregressive, gaussian, gmm, latent  # noqa: F401  (registration)
+from lvm_policy.policies import autoregressive, bet, diffusion, flow, gaussian, gmm, latent  # noqa: F401
 from lvm_policy.policies.base import Policy, PolicyConfig, list_policies, load_policy, policy_class, register_policy
 
 CONFIG_CLASSES = {name: policy_class(name).config_class for name in list_policies()}

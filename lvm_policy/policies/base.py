@@ -71,6 +71,7 @@ class Policy(nn.Module):
 
     name: ClassVar[str]
     config_class: ClassVar[type[PolicyConfig]]
+    has_density: ClassVar[bool] = True  # False: log_prob is undefined (NaN), e.g. a categorical over points
 
     def __init__(
         self,
