@@ -2,8 +2,8 @@
 
 Trees stand at y = first_tree_y + i * tree_spacing (i < k), each with its own random lateral offset; the
 spacing lets a driver return to the lane centre before the next decision. The observation is
-``(car_x, car_y, x offset of the next tree to pass)`` and never reveals which sides were taken earlier: a
-policy without memory cannot know them. Hitting a tree or leaving the road is a failure; crossing the finish
+``(car_x, car_y, x offset of the next tree to pass, distance to its row)`` and never reveals which sides were
+taken earlier: a policy without memory cannot know them. Hitting a tree or leaving the road is a failure; crossing the finish
 line a success.
 
 Mode convention (see :mod:`envs`): ``info["mode"]`` is -1 until the last tree's row is crossed, then the route
@@ -109,11 +109,14 @@ class SlalomTask(BatchedTask):
         return (y[:, None] >= self.tree_ys(y.device)).sum(1)
 
     def observe(self, state):
+        """(N, 4): car x, car y, the next tree's offset and the distance to its row (0 and the distance to the
+        finish line after the last tree). The distance makes the approach to every tree look alike."""
         nxt = self._next_tree(state.y)
         k = self.params.num_trees
-        next_x = state.tree_x.gather(1, nxt.clamp(max=k - 1)[:, None])[:, 0]
-        next_x = torch.where(nxt < k, next_x, 0.0)
-        return torch.stack([state.x, state.y, next_x], dim=-1)
+        idx = nxt.clamp(max=k - 1)
+        next_x = torch.where(nxt < k, state.tree_x.gather(1, idx[:, None])[:, 0], 0.0)
+        next_y = torch.where(nxt < k, self.tree_ys(state.y.device)[idx], self.params.finish_y)
+        return torch.stack([state.x, state.y, next_x, next_y - state.y], dim=-1)
 
     def _mode(self, sides: torch.Tensor) -> torch.Tensor:
         k = self.params.num_trees
@@ -182,8 +185,9 @@ class SlalomTask(BatchedTask):
         p = self.params
         margin = p.max_forward_speed * p.dt + 0.5
         w = p.road_half_width + margin
-        low = np.array([-w, -margin, -p.tree_offset_range], dtype=np.float32)
-        high = np.array([w, p.finish_y + margin, p.tree_offset_range], dtype=np.float32)
+        ahead = max(p.first_tree_y, p.tree_spacing, p.finish_after) + margin
+        low = np.array([-w, -margin, -p.tree_offset_range, -margin], dtype=np.float32)
+        high = np.array([w, p.finish_y + margin, p.tree_offset_range, ahead], dtype=np.float32)
         return gym.spaces.Box(low, high, dtype=np.float32)
 
     def action_space(self):
@@ -229,7 +233,7 @@ def _metadata(params: SlalomParams) -> dict[str, Any]:
 
 
 class SlalomEnv(BatchedSingleEnv):
-    """Single Slalom environment: observations (3,) float32, actions (2,) in [-1, 1]."""
+    """Single Slalom environment: observations (4,) float32, actions (2,) in [-1, 1]."""
 
     metadata = _metadata(SlalomParams())
 

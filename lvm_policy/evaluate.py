@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from gymnasium.envs.registration import EnvSpec
 
-from lvm_policy.data import Demonstrations
+from lvm_policy.data import Demonstrations, pad_episodes
 from lvm_policy.errors import ConfigError
 from lvm_policy.metrics import (
     context_bin_edges,
@@ -127,13 +127,28 @@ def demo_reference(demos: Demonstrations, mode_names: list[str] | None = None) -
 
 
 @torch.no_grad()
-def heldout_nll(policy: Policy, obs: torch.Tensor, act: torch.Tensor, batch_size: int = 8192, seed: int = 0) -> float:
-    """Mean negative log-likelihood of held-out actions, nats per action (IWAE bound for lvm)."""
+def heldout_nll(
+    policy: Policy,
+    obs: torch.Tensor,
+    act: torch.Tensor,
+    episode: torch.Tensor | None = None,
+    batch_size: int = 8192,
+    seed: int = 0,
+) -> float:
+    """Mean negative log-likelihood of held-out actions, nats per action (IWAE bound for lvm; for a class that
+    learns from whole episodes, its bound on each held-out episode's log-likelihood divided by its length)."""
     if obs.shape[0] == 0 or not policy.has_density:
         return float("nan")
     dev = policy.device
     with evaluating(policy, seed):
         total = torch.zeros((), dtype=torch.float64, device=dev)
+        if policy.segments_per_batch() is not None and episode is not None:
+            pad_obs, pad_act, mask = pad_episodes(obs.to(dev), act.to(dev), episode.to(dev))
+            per = max(1, batch_size // max(1, pad_obs.shape[1]))  # episodes per chunk
+            for i in range(0, pad_obs.shape[0], per):
+                lp = policy.segment_log_prob(pad_obs[i : i + per], pad_act[i : i + per], mask[i : i + per])
+                total += lp.double().sum()
+            return float(-total / mask.sum())
         for i in range(0, obs.shape[0], batch_size):
             total += policy.log_prob(obs[i : i + batch_size].to(dev), act[i : i + batch_size].to(dev)).double().sum()
     return float(-total / obs.shape[0])
@@ -211,5 +226,5 @@ def evaluate(
         metrics = summarize(r, reference)
         metrics["engine"] = r.engine
     if heldout is not None:
-        metrics["nll"] = heldout_nll(policy, heldout.obs, heldout.act)
+        metrics["nll"] = heldout_nll(policy, heldout.obs, heldout.act, heldout.episode)
     return metrics

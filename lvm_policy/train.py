@@ -302,14 +302,20 @@ def make_optimizer(policy: Policy, cfg: TrainConfig) -> tuple[torch.optim.Optimi
 
 
 def gradient_step(
-    policy: Policy, opt: torch.optim.Optimizer, obs: torch.Tensor, act: torch.Tensor, grad_clip: float
+    policy: Policy,
+    opt: torch.optim.Optimizer,
+    obs: torch.Tensor,
+    act: torch.Tensor,
+    grad_clip: float,
+    mask: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """One update on a minibatch (B, O), (B, A); returns the logged loss terms and the pre-clip gradient norm.
+    """One update on a minibatch (B, O), (B, A) (or segments (B, T, O), (B, T, A) with a mask (B, T));
+    returns the logged loss terms and the pre-clip gradient norm.
 
     The norm stays a tensor (read it only when logging: one host sync per step, the loss's, is enough). A
     non-finite loss raises :class:`TrainingDivergedError` before the weights are touched.
     """
-    loss, logs = policy.loss(obs, act)
+    loss, logs = policy.loss(obs, act, mask)
     if not math.isfinite(logs["loss"]):
         raise TrainingDivergedError(f"loss became {logs['loss']}")
     opt.zero_grad(set_to_none=True)
@@ -411,6 +417,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         )
 
     N = train_set.obs.shape[0]
+    segments = policy.segments_per_batch()  # whole episodes per minibatch, for a class that learns from them
+    if segments is not None:
+        pad_obs, pad_act, pad_mask = train_set.padded_episodes()
     t0 = time.perf_counter()
     bar = tqdm(
         range(start_step, cfg.steps),
@@ -423,10 +432,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     try:
         policy.train()
         for step in bar:
-            idx = torch.randint(N, (cfg.batch_size,), device=device, generator=gen)  # (B,) indexed on the device
             policy.on_train_step(step)
+            if segments is None:
+                idx = torch.randint(N, (cfg.batch_size,), device=device, generator=gen)  # (B,) on the device
+                batch = (train_set.obs[idx], train_set.act[idx], None)
+            else:
+                idx = torch.randint(pad_obs.shape[0], (segments,), device=device, generator=gen)
+                batch = (pad_obs[idx], pad_act[idx], pad_mask[idx])
             try:
-                logs, grad_norm = gradient_step(policy, opt, train_set.obs[idx], train_set.act[idx], cfg.grad_clip)
+                logs, grad_norm = gradient_step(policy, opt, *batch[:2], cfg.grad_clip, batch[2])
             except TrainingDivergedError as exc:
                 raise TrainingDivergedError(
                     f"{exc} at step {step}; the last good checkpoint is kept in {run / 'latest'}"
@@ -443,7 +457,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 if choice.spec is not None:
                     r = rollout(average.average, choice.spec, cfg.eval_episodes, device=device, **rollout_options)
                     metrics = summarize(r, reference)
-                metrics["nll"] = heldout_nll(average.average, val_set.obs, val_set.act)
+                metrics["nll"] = heldout_nll(average.average, val_set.obs, val_set.act, val_set.episode)
                 if choice.spec is None:
                     metrics["mean_return"] = -metrics["nll"]  # no rollouts: best/ is the best validation NLL
                 score = eval_score(metrics)

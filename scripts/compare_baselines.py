@@ -132,9 +132,7 @@ def write_summary(out: Path) -> None:
     """results/summary.md: per class (sampled actions) and task, mean over seeds, from every results.json."""
     tasks = [t for t in TASKS if (out / t / "results.json").is_file()]
     records = {t: json.loads((out / t / "results.json").read_text()) for t in tasks}
-    policies = []
-    for t in tasks:
-        policies += [r["policy"] for r in records[t] if r["policy"] not in policies]
+    policies = list(dict.fromkeys(r["policy"] for t in tasks for r in records[t]))  # first-seen order
     head = " | ".join(f"{t}: success / mode TV / NLL / train s" for t in tasks)
     lines = [
         "Sampled actions; mean over the seeds of each task's results.json (10,000 episodes per run unless noted there).",

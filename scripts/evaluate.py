@@ -107,7 +107,7 @@ def main(args: Args) -> None:
         r = rollout_sb3(policy, env, args.episodes, args.seed, args.deterministic, args.max_episode_steps)
         metrics = dict(summarize(r, reference), engine=r.engine)
         if heldout is not None:
-            metrics["nll"] = heldout_nll(policy, heldout.obs.cpu(), heldout.act.cpu())
+            metrics["nll"] = heldout_nll(policy, heldout.obs.cpu(), heldout.act.cpu(), heldout.episode.cpu())
     else:
         metrics = evaluate(
             policy,

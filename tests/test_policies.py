@@ -276,3 +276,89 @@ def test_bet_bins_are_fitted_on_the_data_and_saved(tmp_path):
     q = load_policy(tmp_path / "bet")
     assert torch.equal(q.centres, p.centres)
     assert math.isnan(heldout_nll(q, obs, act))  # no density: NaN, not a number that looks like one
+
+
+# ------------------------------------------------------------------------------------------------------
+# the episode-scope latent
+# ------------------------------------------------------------------------------------------------------
+def _episode_lvm(**kw):
+    torch.manual_seed(0)
+    p = make_policy("lvm", 3, 2, LatentConfig(latent_scope="episode", hidden_dim=32, **kw))
+    obs, act = torch.randn(5, 7, 3), torch.rand(5, 7, 2) * 2 - 1
+    mask = torch.ones(5, 7, dtype=torch.bool)
+    mask[1, 4:] = False  # a shorter episode
+    p.fit_normalizer(obs.reshape(-1, 3), act.reshape(-1, 2))
+    return p, obs, act, mask
+
+
+def test_sequence_elbo_is_the_sum_of_per_step_terms_for_a_fixed_z():
+    p, obs, act, mask = _episode_lvm()
+    obs_n = p.normalize_obs(obs)
+    z = torch.randn(5, 2)
+    with torch.no_grad():
+        log_lik, kl, _, _ = p.sequence_elbo_terms(obs_n, act, mask, z)
+        for b in range(5):
+            steps = int(mask[b].sum())
+            mean, log_std = p.decode(obs_n[b, :steps], z[b].expand(steps, 2))
+            per_step = diag_gaussian_log_prob_of(p.normalize_act(act[b, :steps]), mean, log_std)
+            assert abs(float(log_lik[b]) - float(per_step.sum())) < 1e-4
+            # the KL term is log q(z|tau) - log p(z|s_0) at that z (mixture prior), with the prior at the first state
+            mu_q, lv_q = p.segment_posterior(obs_n[b : b + 1], p.normalize_act(act[b : b + 1]), mask[b : b + 1])
+            log_q = diag_gaussian_log_prob_of(z[b : b + 1], mu_q, 0.5 * lv_q)
+            log_prior = p.prior_log_prob(z[b : b + 1, None], p.prior_params(obs_n[b : b + 1, 0]))[:, 0]
+            assert abs(float(kl[b]) - float(log_q - log_prior)) < 1e-4
+
+
+def diag_gaussian_log_prob_of(x, mean, log_std):
+    from lvm_policy.nets import diag_gaussian_log_prob
+
+    return diag_gaussian_log_prob(x, mean, log_std)
+
+
+def test_segment_iwae_at_least_the_elbo_and_grows_with_k():
+    p, obs, act, mask = _episode_lvm()
+    obs_n = p.normalize_obs(obs)
+    with torch.no_grad():
+        elbo = (
+            torch.stack([(lambda t: t[0] - t[1])(p.sequence_elbo_terms(obs_n, act, mask)) for _ in range(4000)]).mean(0)
+            + mask.sum(1) * p.act_log_jacobian()
+        )
+        bounds = [
+            torch.stack([p.segment_iwae(obs_n, act, mask, k) for _ in range(400 // k + 20)]).mean(0) for k in (1, 8, 64)
+        ]
+    torch.testing.assert_close(bounds[0], elbo, atol=0.05 * float(elbo.abs().max()) + 0.05, rtol=0)  # K = 1: ELBO
+    for a, b in zip(bounds, bounds[1:]):
+        assert bool((b >= a - 0.05).all())
+    assert bool((bounds[-1] >= elbo - 0.05).all())
+
+
+def test_episode_latent_changes_only_at_episode_starts():
+    from envs import TreeAvoidVectorEnv
+
+    policy = make_policy("lvm", 3, 2, LatentConfig(latent_scope="episode")).eval()
+    # in a batched rollout (the evaluator's order: act, step, reset the finished environments)
+    env = TreeAvoidVectorEnv(num_envs=64)
+    obs, _ = env.reset(seed=0)
+    ended = torch.zeros(64, dtype=torch.bool)
+    redraws = 0
+    with torch.no_grad():
+        policy.act(obs)
+        for _ in range(250):
+            before = policy._held_z.clone()
+            obs, _, _, _, info = env.step(policy.act(obs))
+            changed = (policy._held_z != before).any(1)
+            assert torch.equal(changed, ended), "z changed outside an episode start, or was not redrawn at one"
+            redraws += int(changed.sum())
+            ended = info["done"]
+            policy.reset(ended)
+    assert redraws > 64  # several episodes per environment were started
+    # in predict: a held latent persists without episode_start, and is redrawn for the starting envs only
+    o = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    torch.manual_seed(1)
+    a0, _ = policy.predict(o, episode_start=np.ones(4, dtype=bool), deterministic=True)
+    z0 = policy._held_z.clone()
+    a1, _ = policy.predict(o, episode_start=np.zeros(4, dtype=bool), deterministic=True)
+    np.testing.assert_allclose(a1, a0, atol=1e-6)
+    policy.predict(o, episode_start=np.array([True, False, False, True]), deterministic=True)
+    z2 = policy._held_z
+    assert torch.equal(z2[1:3], z0[1:3]) and not torch.equal(z2[[0, 3]], z0[[0, 3]])

@@ -144,6 +144,12 @@ class Policy(nn.Module):
         """(B, A) raw actions; a class with per-episode state (a held latent) overrides this."""
         return self._mode(obs_n) if deterministic else self._sample(obs_n, 1)[:, 0]
 
+    def segments_per_batch(self) -> int | None:
+        """The training loop's one hook for classes that learn from whole episodes: how many episodes make a
+        minibatch (their ``loss`` then gets obs (B, T, O), act (B, T, A) and a mask (B, T)); None (the default)
+        for classes that learn from single transitions (B, O), (B, A)."""
+        return None
+
     def on_train_step(self, step: int) -> None:
         """Called by the training loop before each update (for schedules such as a KL warm-up)."""
 
@@ -151,9 +157,13 @@ class Policy(nn.Module):
         """Forget per-episode state (e.g. a held latent) for the environments where mask (N,) is true."""
 
     # ------------------------------------------------------------------------------ the interface
-    def loss(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Training loss on a batch (B, O), (B, A) and a dict of logged floats (one host sync, at the end)."""
-        loss, logs = self._loss(self.normalize_obs(obs), act)
+    def loss(
+        self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss on a batch (B, O), (B, A) (or, for a segment class, segments (B, T, O), (B, T, A) with a
+        mask (B, T)) and a dict of logged floats (one host sync, at the end)."""
+        obs_n = self.normalize_obs(obs)
+        loss, logs = self._loss(obs_n, act) if mask is None else self._loss(obs_n, act, mask)
         values = torch.stack([loss.detach()] + [v.detach().float().reshape(()) for v in logs.values()]).tolist()
         return loss, dict(zip(["loss", *logs.keys()], values))
 

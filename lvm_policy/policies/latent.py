@@ -21,7 +21,19 @@ and decode to the average of the modes). The decoder's standard deviation is bou
 the holes are what break the Gaussian priors: the encoder gives the two sides two narrow, distant codes at the
 decision point, a unimodal prior must cover both and puts much of its mass between them. A mixture prior can
 put one component on each code.
-At test time z ~ p(z | s), drawn every step or once per episode and held (``hold_latent``); z = 0 is never used
+Episode scope (``latent_scope="episode"``): one z per demonstration episode, "the demonstrator's intention".
+The encoder q(z | tau) pools per-step features of the normalised (s_t, a_t) of the whole episode (a masked mean,
+then a linear head), the prior p(z | s_0) is the same state-conditioned prior evaluated at the episode's first
+state, and the decoder pi(a_t | s_t, z) is shared by every step. Training maximises the sequence ELBO
+
+    ELBO(tau) = E_{z ~ q(z|tau)} [ sum_t log pi(a_t | s_t, z) ] - beta * KL(q(z | tau) || p(z | s_0))
+
+on minibatches of ``segment_batch`` whole episodes (the training loop asks ``segments_per_batch()``); the loss
+is -ELBO divided by the number of actions in the minibatch, so its scale matches the step scope's. At test time
+z ~ p(z | s_0) is drawn at each episode's first step and held until ``reset(mask)`` ends that episode. The
+held-out NLL is the IWAE bound on log pi(a_0..T | s_0..T) of whole held-out episodes over their length.
+
+Step scope, at test time z ~ p(z | s), drawn every step or once per episode and held (``hold_latent``); z = 0 is never used
 because it is exactly the point between two symmetric modes. ``log_prob`` is the importance-weighted bound
 (IWAE, Burda et al. 2016) with K samples from q, a lower bound on log pi(a | s) that tightens as K grows.
 """
@@ -46,8 +58,12 @@ class LatentConfig(PolicyConfig):
     """p(z|s): the textbook fixed N(0, I), a learned state-conditioned Gaussian, or a learned mixture of Gaussians"""
     prior_components: int = 8
     """components of the mixture prior"""
+    latent_scope: Literal["step", "episode"] = "step"
+    """step: q(z|s,a), z redrawn every step (a per-step mixture); episode: q(z|episode), z drawn at reset, held"""
+    segment_batch: int = 64
+    """episode scope: whole demonstration episodes per minibatch"""
     hold_latent: bool = False
-    """draw z once per episode (at its first step) and keep it; False redraws it from p(z|s) every step"""
+    """step scope: draw z once per episode (at its first step) and keep it; False redraws it from p(z|s) every step"""
     beta: float = 1.0
     """KL weight after the warm-up (1 gives the true ELBO)"""
     beta_warmup_steps: int = 500
@@ -74,6 +90,8 @@ class LatentConfig(PolicyConfig):
             raise ValueError(f"prior must be standard, gaussian or mixture, got {self.prior!r}")
         if self.beta < 0 or self.free_bits < 0:
             raise ValueError(f"beta and free_bits must be >= 0, got {self.beta}, {self.free_bits}")
+        if self.latent_scope not in ("step", "episode") or self.segment_batch < 1:
+            raise ValueError(f"latent_scope must be step or episode and segment_batch >= 1, got {self.latent_scope}")
         if not 0 < self.min_std <= self.max_std:
             raise ValueError(f"need 0 < min_std <= max_std, got {self.min_std}, {self.max_std}")
 
@@ -87,7 +105,11 @@ class LatentPolicy(Policy):
         super().__init__(obs_dim, act_dim, config or LatentConfig(), **kw)
         c = self.config
         dz = c.latent_dim
-        self.encoder = mlp(obs_dim + act_dim, 2 * dz, c.hidden_dim, c.num_layers)
+        if c.latent_scope == "episode":  # per-step features, pooled over the episode, then a linear head
+            self.encoder = mlp(obs_dim + act_dim, c.hidden_dim, c.hidden_dim, c.num_layers)
+            self.encoder_head = torch.nn.Linear(c.hidden_dim, 2 * dz)
+        else:
+            self.encoder = mlp(obs_dim + act_dim, 2 * dz, c.hidden_dim, c.num_layers)
         self.decoder = mlp(obs_dim + dz, 2 * act_dim, c.hidden_dim, c.num_layers)
         K = c.prior_components if c.prior == "mixture" else 1
         self.prior = None if c.prior == "standard" else mlp(obs_dim, K * (1 + 2 * dz), c.hidden_dim, c.num_layers)
@@ -144,7 +166,11 @@ class LatentPolicy(Policy):
         c = self.config
         self.beta_now = c.beta * min(1.0, step / c.beta_warmup_steps) if c.beta_warmup_steps > 0 else c.beta
 
-    def _loss(self, obs_n, act):
+    def _loss(self, obs_n, act, mask=None):
+        if self.config.latent_scope == "episode":
+            if mask is None:  # single transitions: segments of length one
+                obs_n, act, mask = obs_n[:, None], act[:, None], torch.ones(act.shape[0], 1, device=act.device)
+            return self._segment_loss(obs_n, act, mask)
         act_n = self.normalize_act(act)
         mu_q, lv_q = self.posterior(obs_n, act_n)
         z = mu_q + torch.exp(0.5 * lv_q) * torch.randn_like(mu_q)  # reparameterised sample (B, dz)
@@ -198,7 +224,72 @@ class LatentPolicy(Policy):
         return torch.logsumexp(log_lik + log_p - log_q, dim=1) - math.log(k) + self.act_log_jacobian()
 
     def _log_prob(self, obs_n, act):
+        if self.config.latent_scope == "episode":  # each transition as a segment of length one (see module doc)
+            ones = torch.ones(act.shape[0], 1, device=act.device)
+            return self.segment_iwae(obs_n[:, None], act[:, None], ones, self.config.iwae_samples)
         return self.iwae(obs_n, act, self.config.iwae_samples)
+
+    # ------------------------------------------------------------------------------ episode scope
+    def segments_per_batch(self) -> int | None:
+        return self.config.segment_batch if self.config.latent_scope == "episode" else None
+
+    def segment_posterior(self, obs_n: torch.Tensor, act_n: torch.Tensor, mask: torch.Tensor):
+        """q(z | tau): obs_n (B, T, O), act_n (B, T, A), mask (B, T) -> mean, log-variance (B, dz) each."""
+        h = torch.nn.functional.mish(self.encoder(torch.cat([obs_n, act_n], -1)))  # (B, T, H)
+        w = mask.to(h.dtype)[..., None]
+        pooled = (h * w).sum(1) / w.sum(1).clamp_min(1.0)  # (B, H) masked mean over the episode
+        mean, log_var = self.encoder_head(pooled).chunk(2, -1)
+        return mean, self._clamp(log_var)
+
+    def segment_log_lik(self, obs_n, act_n, mask, z):
+        """sum_t log pi(a_t | s_t, z) per segment: obs_n (B, T, O), act_n (B, T, A), z (B, S, dz) -> (B, S)."""
+        B, T, _ = obs_n.shape
+        S = z.shape[1]
+        zt = z[:, :, None, :].expand(B, S, T, z.shape[-1])  # (B, S, T, dz)
+        mean, log_std = self.decode(obs_n[:, None].expand(B, S, T, obs_n.shape[-1]), zt)
+        per_step = diag_gaussian_log_prob(act_n[:, None], mean, log_std)  # (B, S, T)
+        return (per_step * mask[:, None].to(per_step.dtype)).sum(-1)
+
+    def sequence_elbo_terms(self, obs_n, act, mask, z=None):
+        """(log-likelihood (B,), KL estimate (B,), z (B, dz)) of whole segments in normalised units; z drawn
+        from q(z | tau) by reparameterisation unless given."""
+        act_n = self.normalize_act(act)
+        mu_q, lv_q = self.segment_posterior(obs_n, act_n, mask)
+        if z is None:
+            z = mu_q + torch.exp(0.5 * lv_q) * torch.randn_like(mu_q)  # (B, dz)
+        log_lik = self.segment_log_lik(obs_n, act_n, mask, z[:, None])[:, 0]  # (B,)
+        kl = self.kl(mu_q, lv_q, z, self.prior_params(obs_n[:, 0])).sum(-1)  # (B,) prior at s_0
+        return log_lik, kl, z, mu_q
+
+    def _segment_loss(self, obs_n, act, mask):
+        log_lik, kl, _, mu_q = self.sequence_elbo_terms(obs_n, act, mask)
+        steps = mask.sum().clamp_min(1)
+        loss = -(log_lik - self.beta_now * kl).sum() / steps  # per action, like the step scope
+        return loss, {
+            "recon": log_lik.sum() / steps,
+            "kl": kl.mean(),
+            "beta": torch.tensor(self.beta_now),
+            "nll_elbo": -(log_lik - kl).sum() / steps - self.act_log_jacobian(),
+            "active_dims": (mu_q.detach().var(0) > 0.01).sum(),
+        }
+
+    def segment_iwae(self, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+        """(B,) log (1/K) sum_k prod_t pi(a_t|s_t,z_k) p(z_k|s_0) / q(z_k|tau), z_k ~ q(z|tau), raw actions: a
+        lower bound on the log-likelihood of each whole segment, tightening with K."""
+        act_n = self.normalize_act(act)
+        mu_q, lv_q = self.segment_posterior(obs_n, act_n, mask)
+        z = mu_q[:, None] + torch.exp(0.5 * lv_q)[:, None] * torch.randn(
+            mu_q.shape[0], k, mu_q.shape[1], device=mu_q.device
+        )  # (B, K, dz)
+        log_q = diag_gaussian_log_prob(z, mu_q[:, None], 0.5 * lv_q[:, None])  # (B, K)
+        log_p = self.prior_log_prob(z, self.prior_params(obs_n[:, 0]))  # (B, K)
+        log_lik = self.segment_log_lik(obs_n, act_n, mask, z)  # (B, K)
+        steps = mask.sum(1).to(log_lik.dtype)
+        return torch.logsumexp(log_lik + log_p - log_q, dim=1) - math.log(k) + steps * self.act_log_jacobian()
+
+    def segment_log_prob(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B,) IWAE bound (``iwae_samples``) on the log-likelihood of whole segments of raw observations."""
+        return self.segment_iwae(self.normalize_obs(obs), act, mask, self.config.iwae_samples)
 
     # ------------------------------------------------------------------------------------- acting
     def _prior_sample(self, obs_n, n):
@@ -229,7 +320,7 @@ class LatentPolicy(Policy):
     def _acting_latent(self, obs_n):
         """(B, dz): a fresh prior draw, or the one held since the episode's first step (no host sync)."""
         z_new = self._prior_sample(obs_n, 1)[:, 0]
-        if not self.config.hold_latent:
+        if not (self.config.hold_latent or self.config.latent_scope == "episode"):
             return z_new
         B = obs_n.shape[0]
         if self._held_z is None or self._held_z.shape[0] != B or self._held_z.device != z_new.device:
