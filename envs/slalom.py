@@ -3,8 +3,8 @@
 Trees stand at y = first_tree_y + i * tree_spacing (i < k), each with its own random lateral offset; the
 spacing lets a driver return to the lane centre before the next decision. The observation is
 ``(car_x, car_y, x offset of the next tree to pass, distance to its row)`` and never reveals which sides were
-taken earlier: a policy without memory cannot know them. Hitting a tree or leaving the road is a failure; crossing the finish
-line a success.
+taken earlier: a policy without memory cannot know them. Hitting a tree or leaving the road is a failure;
+crossing the finish line a success.
 
 Mode convention (see :mod:`envs`): ``info["mode"]`` is -1 until the last tree's row is crossed, then the route
 id, bit i (from the most significant) set when tree i was passed on the right; ``metadata["mode_names"]`` names
