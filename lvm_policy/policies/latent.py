@@ -34,8 +34,7 @@ z ~ p(z | s_0) is drawn at each episode's first step and held until ``reset(mask
 held-out NLL is the IWAE bound on log pi(a_0..T | s_0..T) of whole held-out episodes over their length.
 
 Step scope: at test time z ~ p(z | s), drawn every step or once per episode and held (``hold_latent``); z = 0 is
-never used
-because it is exactly the point between two symmetric modes. ``log_prob`` is the importance-weighted bound
+never used because it is exactly the point between two symmetric modes. ``log_prob`` is the importance-weighted bound
 (IWAE, Burda et al. 2016) with K samples from q, a lower bound on log pi(a | s) that tightens as K grows.
 """
 
