@@ -48,6 +48,18 @@ COLUMNS = [  # (metric key, header, format)
 NOT_PART_OF_A_RUN = ("out", "resume", "progress", "json", "final_eval_episodes")
 
 
+# Table rows: a class with its default options, or a named variant of one.
+ROWS = {
+    "lvm": ("lvm", {}),
+    "lvm-episode": ("lvm", {"latent_scope": "episode"}),
+    "gmm": ("gmm", {}),
+    "autoregressive": ("autoregressive", {}),
+    "flow": ("flow", {}),
+    "diffusion": ("diffusion", {}),
+    "bet": ("bet", {}),
+    "gaussian": ("gaussian", {}),
+}
+
 # Task name -> (collect task, dataset variant, expert options): the package's benchmark datasets.
 TASKS = {
     "tree_avoid": ("tree_avoid", "expert", {}),
@@ -61,8 +73,8 @@ TASKS = {
 class Args:
     task: Literal["tree_avoid", "slalom", "slalom_coupled", "multigoal", "all"] = "tree_avoid"
     """benchmark task (its default demonstrations), or all of them"""
-    policies: list[PolicyName] = field(default_factory=lambda: ["lvm", "gmm", "autoregressive", "gaussian"])
-    """classes to compare"""
+    policies: list[str] = field(default_factory=lambda: list(ROWS))
+    """rows to compare: a policy class, or lvm-episode (the lvm with --lvm.latent-scope episode)"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """training seeds"""
     steps: int | None = None
@@ -109,6 +121,9 @@ def reusable(run: Path, cfg: TrainConfig) -> bool:
 def main(args: Args) -> None:
     if not args.seeds or not args.policies:
         raise ConfigError("--seeds and --policies need at least one value each")
+    unknown = [p for p in args.policies if p not in ROWS]
+    if unknown:
+        raise ConfigError(f"unknown --policies {unknown}; choose from {', '.join(ROWS)}")
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
     if args.demos is not None:
@@ -174,7 +189,9 @@ def compare(args: Args, demos_ref: str, runs: Path, out: Path) -> None:
     for name in args.policies:
         for seed in args.seeds:
             run = runs / f"{name}-seed{seed}"
-            cfg = replace(base, policy=name, seed=seed, out=run)
+            cls, options = ROWS[name]
+            cfg = replace(base, policy=cls, seed=seed, out=run)
+            cfg = replace(cfg, **{cls: replace(getattr(cfg, cls), **options)})
             if not reusable(run, cfg):
                 if run.exists():
                     shutil.rmtree(run)  # unfinished, or made with other options
@@ -200,7 +217,7 @@ def compare(args: Args, demos_ref: str, runs: Path, out: Path) -> None:
                 records.append(m)
             if seed == args.seeds[0]:
                 panels.append(rollout_panel(name, rollout(policy, env, 300, device=device, record_paths=300)))
-                if name == "gaussian":
+                if cls == "gaussian":
                     r = rollout(policy, env, 300, deterministic=True, device=device, record_paths=300)
                     panels.append(rollout_panel("gaussian (mean)", r))
             print(

@@ -141,3 +141,29 @@ def test_collected_slalom_dataset_records_routes():
     modes = [int(i["mode"][-1]) for i in data.infos]
     assert set(data.infos[0]) == {"success", "mode"} and all(0 <= m < 8 for m in modes)
     assert all(int(i["mode"][0]) == -1 for i in data.infos)  # unknown at reset
+
+
+def test_compare_baselines_end_to_end_reuses_only_matching_runs(tmp_path):
+    """Two rows on a small MultiGoal dataset: tables, figure; a second call reuses the runs, a changed option
+    retrains."""
+    import json
+
+    from envs.collect import collect
+    from tests.test_cli import run
+
+    demos = tmp_path / "demos"
+    collect(demos, episodes=100, seed=0, task="multigoal")
+    args = ["scripts/compare_baselines.py", "--demos", str(demos), "--runs", str(tmp_path / "runs")]
+    args += ["--out", str(tmp_path / "out"), "--policies", "gmm", "lvm-episode", "--seeds", "0", "--episodes", "50"]
+    r = run(*args, "--steps", "30", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| gmm | sampled |" in table and "| lvm-episode | low-noise |" in table and "MultiGoal-v0" in table
+    assert (tmp_path / "out" / "rollouts.png").stat().st_size > 10_000
+    config = json.loads((tmp_path / "runs" / "lvm-episode-seed0" / "config.json").read_text())
+    assert config["lvm"]["latent_scope"] == "episode"
+    stamp = (tmp_path / "runs" / "gmm-seed0" / "metrics.json").stat().st_mtime_ns
+    assert run(*args, "--steps", "30", "--device", "cpu").returncode == 0
+    assert (tmp_path / "runs" / "gmm-seed0" / "metrics.json").stat().st_mtime_ns == stamp  # reused
+    assert run(*args, "--steps", "31", "--device", "cpu").returncode == 0
+    assert (tmp_path / "runs" / "gmm-seed0" / "metrics.json").stat().st_mtime_ns != stamp  # retrained
