@@ -200,9 +200,12 @@ def summarize(r: Episodes, reference: dict[str, Any] | None = None) -> dict[str,
 
 
 def eval_score(metrics: dict[str, Any]) -> float:
-    """Periodic-evaluation score that picks best/: the success rate (else the mean return), minus the part of the
-    mode TV beyond 0.05 (a 1,000-episode estimate of a 50/50 share carries about +-0.03)."""
-    base = metrics.get("success_rate", metrics["mean_return"])
+    """Periodic-evaluation score that picks best/: the success rate (else the mean return; without rollouts the
+    negative validation NLL), minus the part of the mode TV beyond 0.05 (a 1,000-episode estimate of a 50/50
+    share carries about +-0.03)."""
+    base = metrics.get("success_rate", metrics.get("mean_return", -metrics.get("nll", math.inf)))
+    if not math.isfinite(base):  # no density and no rollouts: nothing to rank; training keeps its final weights
+        return -math.inf
     tv = metrics.get("mode_tv", 0.0)
     return base - (max(0.0, tv - 0.05) if math.isfinite(tv) else 1.0)
 

@@ -458,8 +458,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     r = rollout(average.average, choice.spec, cfg.eval_episodes, device=device, **rollout_options)
                     metrics = summarize(r, reference)
                 metrics["nll"] = heldout_nll(average.average, val_set.obs, val_set.act, val_set.episode)
-                if choice.spec is None:
-                    metrics["mean_return"] = -metrics["nll"]  # no rollouts: best/ is the best validation NLL
                 score = eval_score(metrics)
                 log(
                     dict(
