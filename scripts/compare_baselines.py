@@ -115,7 +115,14 @@ def reusable(run: Path, cfg: TrainConfig) -> bool:
     if not (run / "metrics.json").is_file() or not (run / "config.json").is_file():
         return False
     stored = json.loads((run / "config.json").read_text())
-    return _identity(stored) == _identity(json.loads(json.dumps(config_to_json(cfg))))
+    wanted = _identity(json.loads(json.dumps(config_to_json(cfg))))
+    # An option added since the run was made did not exist then: the run behaved as its default does now.
+    for key, value in wanted.items():
+        if isinstance(value, dict) and isinstance(stored.get(key), dict):
+            stored[key] = {**value, **stored[key]}
+        elif key not in stored:
+            stored[key] = value
+    return _identity(stored) == wanted
 
 
 def main(args: Args) -> None:
