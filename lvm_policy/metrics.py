@@ -88,3 +88,20 @@ def energy_distance_1d(x: torch.Tensor, y: torch.Tensor) -> float:
     F = torch.searchsorted(xs, pts[:-1], right=True).double() / xs.numel()
     G = torch.searchsorted(ys, pts[:-1], right=True).double() / ys.numel()
     return float(2.0 * ((F - G).pow(2) * (pts[1:] - pts[:-1])).sum())
+
+
+def tv_noise_floor(
+    shares: list[float], demo_episodes: int, policy_episodes: int, draws: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """(mean, 95th percentile) of the mode TV that a perfect policy shows by chance: the TV between the mode
+    shares of ``policy_episodes`` and of ``demo_episodes`` episodes, both drawn from ``shares``."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.tensor(shares, dtype=torch.float64).clamp_min(0)
+    if p.numel() == 0 or float(p.sum()) <= 0 or demo_episodes < 1 or policy_episodes < 1:
+        return float("nan"), float("nan")
+    a = torch.multinomial(p, demo_episodes * draws, replacement=True, generator=g).reshape(draws, demo_episodes)
+    b = torch.multinomial(p, policy_episodes * draws, replacement=True, generator=g).reshape(draws, policy_episodes)
+    fa = torch.nn.functional.one_hot(a, p.numel()).double().mean(1)  # (draws, M)
+    fb = torch.nn.functional.one_hot(b, p.numel()).double().mean(1)
+    tv = 0.5 * (fa - fb).abs().sum(1)
+    return float(tv.mean()), float(torch.quantile(tv, 0.95))

@@ -237,10 +237,19 @@ def compare(args: Args, demos_ref: str, runs: Path, out: Path) -> None:
     demo_shares = records[0].get("demo_mode_shares", [])
     shares = ", ".join(f"{n} {s:.3f}" for n, s in zip(names, demo_shares))
     env_id = env.id if hasattr(env, "id") else env
+    floor = ""
+    if demo_shares and "episodes" in (reference or {}):
+        from lvm_policy.metrics import tv_noise_floor
+
+        mean, p95 = tv_noise_floor(demo_shares, reference["episodes"], args.episodes, draws=500)
+        floor = (
+            f" A perfect policy would show a mode TV of {mean:.3f} on average (95th percentile {p95:.3f}) by chance: "
+            f"{reference['episodes']} training demonstrations against {args.episodes} evaluation episodes."
+        )
     lines = [
         f"Environment {env_id}; demonstrations {Path(demos_ref).parent.name}/{Path(demos_ref).name} (mode shares {shares or 'not recorded'}). "
         f"{args.episodes} evaluation episodes per run, the same seeded episodes for every policy; mean ± standard "
-        f"deviation over seeds {args.seeds}; device {device}.",
+        f"deviation over seeds {args.seeds}; device {device}.{floor}",
         "",
         "| policy | acting | " + " | ".join(h for _, h, _ in COLUMNS) + " | mode shares |",
         "|---|---|" + "---|" * (len(COLUMNS) + 1),

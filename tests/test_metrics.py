@@ -135,3 +135,12 @@ def test_switches_count_a_change_of_side():
     for lateral in (-1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0):  # the car then hits the tree
         _, _, _, _, info = env.step(torch.tensor([[lateral, 1.0]]))
     assert int(info["switches"][0]) == 2
+
+
+def test_tv_noise_floor_matches_the_binomial_value():
+    from lvm_policy.metrics import tv_noise_floor
+
+    # two equal modes: TV = |p_a - p_b| with p_a - p_b ~ N(0, 0.25/900 + 0.25/10000): E = sd * sqrt(2/pi)
+    mean, p95 = tv_noise_floor([0.5, 0.5], 900, 10_000, draws=400)
+    expected = math.sqrt(0.25 / 900 + 0.25 / 10_000) * math.sqrt(2 / math.pi)
+    assert abs(mean - expected) < 0.15 * expected and p95 > mean
