@@ -276,7 +276,7 @@ def choose_env(env: str | None, demos: Demonstrations) -> EnvChoice:
 
 def environment_record(choice: EnvChoice, demos: Demonstrations) -> dict[str, Any]:
     """What config.json records of the environment: id, spec (gymnasium JSON), spaces (Minari's JSON)."""
-    spec_json = None
+    spec_json = demos.env_spec_json if choice.env_id == demos.env_id else None  # kept when it cannot be made
     if choice.spec is not None:
         try:
             spec_json = choice.spec.to_json()

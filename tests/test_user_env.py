@@ -197,3 +197,38 @@ def test_unsupported_and_mismatched_datasets_are_refused(tmp_path):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(DatasetError, match="supported: Box actions"):
         load_demonstrations(folder)
+
+
+def test_training_without_the_env_reports_nll_only_and_says_why(tmp_path):
+    """A dataset whose env's package is not installed here: training runs (validation NLL only) and says once
+    why rollouts are off; evaluate.py then exits 2 with that reason."""
+    folder = record(tmp_path, "userfork/elsewhere-v0", episodes=20)
+    meta_path = folder / "data" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["env_spec"] = meta["env_spec"].replace("tests.user_env:ForkEnv", "not_installed_pkg.envs:ForkEnv")
+    meta_path.write_text(json.dumps(meta))
+    out = tmp_path / "run"
+    r = run(
+        "scripts/train_bc.py",
+        "--policy",
+        "gmm",
+        "--demos",
+        str(folder),
+        "--out",
+        str(out),
+        "--steps",
+        "20",
+        "--eval-every",
+        "10",
+        "--no-progress",
+        "--device",
+        "cpu",
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("rollouts are off") == 1 and "not_installed_pkg" in r.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert math_finite(metrics["nll"]) and "success_rate" not in metrics and metrics["rollouts_off"]
+    assert (out / "best" / "model.safetensors").is_file()
+    r = run("scripts/evaluate.py", str(out), "--episodes", "5")
+    assert r.returncode == 2
+    assert_one_line_error(r, "not_installed_pkg")
