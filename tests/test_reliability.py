@@ -39,6 +39,7 @@ def test_killed_collection_leaves_no_dataset(tmp_path):
         load_demonstrations(out)
 
 
+@pytest.mark.slow
 def test_training_across_seeds_stays_finite(small_demos):
     """Every class, 10 seeds, the training step of train.py on real demonstrations: all terms stay finite.
 
