@@ -2,7 +2,9 @@
 
 Reaching any goal (within ``reach_radius``) ends the episode as a success, and the goal reached is the mode;
 the time limit ends it as a failure and is tight enough that wandering between goals costs the episode. The
-goals' directions from the start sum to zero, so an action averaged over the goals stalls near the centre.
+default goals sit at 0, 194, 120 and 268 degrees: their directions weighted by the default demonstration
+weights 0.4 / 0.3 / 0.2 / 0.1 sum to zero (|sum| < 0.006, the widest minimum gap, 74 degrees, on a 2-degree
+grid), so the demonstrations' average action at the start is zero and a unimodal policy stalls there.
 The observation is ``(x, y, vx, vy)``: which goal the demonstrator picked is never observed.
 
 Dynamics: v <- v + dt * (max_accel * a - damping * v), p <- p + dt * v, positions kept inside the arena.
@@ -23,7 +25,7 @@ from envs.batched import BatchedSingleEnv, BatchedTask, BatchedVectorEnv, counte
 
 @dataclass(frozen=True)
 class MultiGoalParams:
-    num_goals: int = 4
+    goal_angles: tuple[float, ...] = (0.0, 194.0, 120.0, 268.0)  # degrees; see the module docstring
     goal_distance: float = 1.0  # goals on a circle of this radius around the start
     reach_radius: float = 0.15
     arena_half_width: float = 1.5
@@ -31,22 +33,21 @@ class MultiGoalParams:
     dt: float = 0.1
     max_accel: float = 2.0  # action 1 means this many m/s^2
     damping: float = 2.0  # 1/s
-    max_steps: int = 20  # the expert needs 13-14 steps; wandering for a few steps costs the episode
+    max_steps: int = 15  # the expert needs 12-14 steps: a policy that hesitates at the start runs out of time
+
+    @property
+    def num_goals(self) -> int:
+        return len(self.goal_angles)
 
     def goals(self) -> list[tuple[float, float]]:
-        """Goal positions, goal i at angle 2 pi i / K (the first due east)."""
-        K = self.num_goals
-        return [
-            (self.goal_distance * math.cos(2 * math.pi * i / K), self.goal_distance * math.sin(2 * math.pi * i / K))
-            for i in range(K)
-        ]
+        """Goal positions (x, y) on the circle, in the order of ``goal_angles``."""
+        r = self.goal_distance
+        return [(r * math.cos(math.radians(a)), r * math.sin(math.radians(a))) for a in self.goal_angles]
 
 
-COMPASS = {4: ["east", "north", "west", "south"]}
-
-
-def goal_names(num_goals: int) -> list[str]:
-    return COMPASS.get(num_goals, [f"goal {i}" for i in range(num_goals)])
+def goal_names(params: MultiGoalParams) -> list[str]:
+    """Goals named by their direction in degrees (counter-clockwise from east)."""
+    return [f"{a:g} deg" for a in params.goal_angles]
 
 
 class MultiGoalState(NamedTuple):
@@ -136,7 +137,7 @@ def _metadata(params: MultiGoalParams) -> dict[str, Any]:
     return {
         "render_modes": ["rgb_array"],
         "render_fps": 10,
-        "mode_names": goal_names(params.num_goals),
+        "mode_names": goal_names(params),
         "figure": {
             "xy": [0, 1],
             "circles": [[gx, gy, params.reach_radius] for gx, gy in params.goals()],
