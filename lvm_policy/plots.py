@@ -35,9 +35,12 @@ def _draw_panel(ax, panel: Panel, mode_names: list[str], figure: dict[str, Any])
     for path, mode in zip(paths, modes):
         ax.plot(path[:, i], path[:, j], color=_colour(mode), lw=0.6, alpha=0.35)
     n = max(len(modes), 1)
-    shares = [f"{name} {sum(m == k for m in modes) / n:.0%}" for k, name in enumerate(mode_names)]
+    counts = [(name, sum(m == k for m in modes) / n) for k, name in enumerate(mode_names)]
+    shares = [f"{name} {share:.0%}" for name, share in counts if share > 0]  # modes the panel shows
     none = sum(m < 0 for m in modes) / n
-    ax.set_title(f"{title}\n" + "  ".join(shares + ([f"none {none:.0%}"] if none else [])), fontsize=8)
+    shares += [f"none {none:.0%}"] if none else []
+    lines = ["  ".join(shares[i : i + 3]) for i in range(0, len(shares), 3)]  # three per line: panels are narrow
+    ax.set_title("\n".join([title, *lines]), fontsize=7)
     if "xlim" in figure:
         ax.set_xlim(*figure["xlim"])
     if "ylim" in figure:
