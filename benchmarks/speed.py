@@ -56,7 +56,7 @@ class Args:
     """batch sizes of the rollout table"""
     repeats: int = 5
     """timed repeats per figure (the median is reported)"""
-    runs: Path = Path("runs/compare")
+    runs: Path = Path("runs/compare/tree_avoid")
     """run folders to read the time-to-target from"""
 
 
