@@ -154,22 +154,31 @@ def make_rollout_step(
     return step, b
 
 
-def replay_in_cuda_graph(step, steps: int, warmup: int = 3) -> None:
-    """Run ``steps`` calls of ``step``: a few eagerly (real steps that also warm up the allocator and
-    cuBLAS), one captured into a CUDA graph, the rest as replays of it. No host synchronisation in between."""
+def capture_cuda_graph(step, warmup: int = 3) -> torch.cuda.CUDAGraph:
+    """Run ``warmup`` real calls of ``step`` eagerly on a side stream (they warm up the allocator and cuBLAS),
+    then record one call into a CUDA graph (recorded, not executed) and return it for replays."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        for _ in range(min(warmup, steps)):
+        for _ in range(warmup):
             step()
     torch.cuda.current_stream().wait_stream(side)
-    remaining = steps - min(warmup, steps)
-    if remaining <= 0:
-        return
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        step()  # recorded, not executed
-    for _ in range(remaining):
+        step()
+    return graph
+
+
+def replay_in_cuda_graph(step, steps: int, warmup: int = 3) -> None:
+    """Run ``steps`` calls of ``step``: ``warmup`` eagerly, the rest as replays of one captured call. No host
+    synchronisation in between."""
+    warmup = min(warmup, steps)
+    if steps - warmup <= 0:
+        for _ in range(steps):
+            step()
+        return
+    graph = capture_cuda_graph(step, warmup)
+    for _ in range(steps - warmup):
         graph.replay()
 
 
@@ -192,15 +201,15 @@ def rollout_torch_twin(
     obs0, info0 = env.reset(seed=seed)
     policy.reset()
     step, b = make_rollout_step(policy, env, obs0, info0, deterministic, record_paths, cap)
-    # Between chunks the host asks whether every episode has ended (one sync per chunk, none inside it).
-    done_steps = 0
+    # One graph captured for the whole rollout (its warm-up calls are real steps), replayed in chunks; between
+    # chunks the host asks whether every episode has ended (one sync per chunk, none inside it).
+    run_step, done_steps = step, 0
+    if use_graph and cap > 3:
+        run_step, done_steps = capture_cuda_graph(step, warmup=3).replay, 3
     while done_steps < cap:
-        chunk = min(check_every if not use_graph else 50, cap - done_steps)
-        if use_graph:
-            replay_in_cuda_graph(step, chunk)
-        else:
-            for _ in range(chunk):
-                step()
+        chunk = min(50 if use_graph else check_every, cap - done_steps)
+        for _ in range(chunk):
+            run_step()
         done_steps += chunk
         if bool(b["finished"].all()):
             break
