@@ -9,7 +9,6 @@ with one line saying what is supported.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -83,8 +82,3 @@ def from_json(text: str) -> spaces.Space:
     from minari.serialization import deserialize_space
 
     return deserialize_space(text)
-
-
-def describe(space: spaces.Space) -> dict[str, Any]:
-    """A short JSON-able summary for config files (the exact space is stored by :func:`to_json`)."""
-    return json.loads(to_json(space))
