@@ -98,6 +98,10 @@ class BatchedTask:
         fresh = self.reset_state(stepped.seed, stepped.episode + 1)
         return where_state(done, fresh, stepped, out)
 
+    def metadata(self) -> dict[str, Any]:
+        """What the task adds to its envs' metadata (mode_names, figure hints), merged by both env classes."""
+        return {}
+
     def observation_space(self) -> gym.spaces.Box:
         raise NotImplementedError
 
@@ -123,6 +127,7 @@ class BatchedSingleEnv(gym.Env):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.task = task
         self.params = task.params
+        self.metadata = {**type(self).metadata, **task.metadata()}
         self.render_mode = render_mode
         self.observation_space = task.observation_space()
         self.action_space = task.action_space()
@@ -175,6 +180,7 @@ class BatchedVectorEnv(VectorEnv):
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
         self.task = task
         self.params = task.params
+        self.metadata = {**type(self).metadata, **task.metadata()}
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.render_mode = render_mode

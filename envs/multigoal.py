@@ -114,6 +114,18 @@ class MultiGoalTask(BatchedTask):
     def action_space(self):
         return gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
 
+    def metadata(self):
+        p = self.params
+        return {
+            "mode_names": goal_names(p),
+            "figure": {
+                "xy": [0, 1],
+                "circles": [[gx, gy, p.reach_radius] for gx, gy in p.goals()],
+                "xlim": [-p.arena_half_width, p.arena_half_width],
+                "ylim": [-p.arena_half_width, p.arena_half_width],
+            },
+        }
+
     def position(self, state):
         return float(state.pos[0, 0]), float(state.pos[0, 1])
 
@@ -133,35 +145,15 @@ class MultiGoalTask(BatchedTask):
         return img
 
 
-def _metadata(params: MultiGoalParams) -> dict[str, Any]:
-    return {
-        "render_modes": ["rgb_array"],
-        "render_fps": 10,
-        "mode_names": goal_names(params),
-        "figure": {
-            "xy": [0, 1],
-            "circles": [[gx, gy, params.reach_radius] for gx, gy in params.goals()],
-            "xlim": [-params.arena_half_width, params.arena_half_width],
-            "ylim": [-params.arena_half_width, params.arena_half_width],
-        },
-    }
-
-
 class MultiGoalEnv(BatchedSingleEnv):
     """Single MultiGoal environment: observations (4,) float32, actions (2,) in [-1, 1]."""
 
-    metadata = _metadata(MultiGoalParams())
-
     def __init__(self, render_mode: str | None = None, params: MultiGoalParams | None = None, **overrides: Any):
-        params = params or MultiGoalParams(**overrides)
-        super().__init__(MultiGoalTask(params), render_mode)
-        self.metadata = _metadata(params)
+        super().__init__(MultiGoalTask(params or MultiGoalParams(**overrides)), render_mode)
 
 
 class MultiGoalVectorEnv(BatchedVectorEnv):
     """N MultiGoal environments as torch tensors on ``device`` (see BatchedVectorEnv)."""
-
-    metadata = dict(_metadata(MultiGoalParams()), autoreset_mode=BatchedVectorEnv.metadata["autoreset_mode"])
 
     def __init__(
         self,
@@ -171,6 +163,4 @@ class MultiGoalVectorEnv(BatchedVectorEnv):
         params: MultiGoalParams | None = None,
         **overrides: Any,
     ):
-        params = params or MultiGoalParams(**overrides)
-        super().__init__(MultiGoalTask(params), num_envs, device, render_mode)
-        self.metadata = dict(_metadata(params), autoreset_mode=BatchedVectorEnv.metadata["autoreset_mode"])
+        super().__init__(MultiGoalTask(params or MultiGoalParams(**overrides)), num_envs, device, render_mode)

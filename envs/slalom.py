@@ -193,6 +193,19 @@ class SlalomTask(BatchedTask):
     def action_space(self):
         return gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
 
+    def metadata(self):
+        p = self.params
+        return {
+            "mode_names": route_names(p.num_trees),
+            "figure": {
+                "xy": [0, 1],
+                "circles": [[0.0, ty, p.tree_radius] for ty in p.tree_ys],
+                "hlines": [p.finish_y],
+                "xlim": [-1.2, 1.2],
+                "ylim": [-0.1, p.finish_y + 0.2],
+            },
+        }
+
     # ------------------------------------------------------------------------------------------ rendering
     def position(self, state):
         return float(state.x[0]), float(state.y[0])
@@ -217,36 +230,15 @@ class SlalomTask(BatchedTask):
         return img
 
 
-def _metadata(params: SlalomParams) -> dict[str, Any]:
-    return {
-        "render_modes": ["rgb_array"],
-        "render_fps": 10,
-        "mode_names": route_names(params.num_trees),
-        "figure": {
-            "xy": [0, 1],
-            "circles": [[0.0, ty, params.tree_radius] for ty in params.tree_ys],
-            "hlines": [params.finish_y],
-            "xlim": [-1.2, 1.2],
-            "ylim": [-0.1, params.finish_y + 0.2],
-        },
-    }
-
-
 class SlalomEnv(BatchedSingleEnv):
     """Single Slalom environment: observations (4,) float32, actions (2,) in [-1, 1]."""
 
-    metadata = _metadata(SlalomParams())
-
     def __init__(self, render_mode: str | None = None, params: SlalomParams | None = None, **overrides: Any):
-        params = params or SlalomParams(**overrides)
-        super().__init__(SlalomTask(params), render_mode)
-        self.metadata = _metadata(params)
+        super().__init__(SlalomTask(params or SlalomParams(**overrides)), render_mode)
 
 
 class SlalomVectorEnv(BatchedVectorEnv):
     """N Slalom environments as torch tensors on ``device`` (see BatchedVectorEnv)."""
-
-    metadata = dict(_metadata(SlalomParams()), autoreset_mode=BatchedVectorEnv.metadata["autoreset_mode"])
 
     def __init__(
         self,
@@ -256,6 +248,4 @@ class SlalomVectorEnv(BatchedVectorEnv):
         params: SlalomParams | None = None,
         **overrides: Any,
     ):
-        params = params or SlalomParams(**overrides)
-        super().__init__(SlalomTask(params), num_envs, device, render_mode)
-        self.metadata = dict(_metadata(params), autoreset_mode=BatchedVectorEnv.metadata["autoreset_mode"])
+        super().__init__(SlalomTask(params or SlalomParams(**overrides)), num_envs, device, render_mode)

@@ -300,27 +300,22 @@ class TreeAvoidTask(BatchedTask):
     def render_frame(self, path, state):
         return render_frame(self.params, path, float(state.tree_x[0]))
 
-
-_METADATA = {
-    "render_modes": ["rgb_array"],
-    "render_fps": 10,
-    "mode_names": list(MODE_NAMES),
-    # for lvm_policy's path figures: (x, y) are observation dims 0 and 1; the tree (at its mean offset) and the
-    # finish line behind them
-    "figure": {
-        "xy": [0, 1],
-        "circles": [[0.0, TreeAvoidParams.tree_y, TreeAvoidParams.tree_radius]],
-        "hlines": [TreeAvoidParams.finish_y],
-        "xlim": [-1.2, 1.2],
-        "ylim": [-0.1, 5.2],
-    },
-}
+    def metadata(self):
+        p = self.params
+        # for lvm_policy's path figures: (x, y) are observation dims 0 and 1; the tree (at its mean offset) and
+        # the finish line behind them
+        figure = {
+            "xy": [0, 1],
+            "circles": [[0.0, p.tree_y, p.tree_radius]],
+            "hlines": [p.finish_y],
+            "xlim": [-1.2, 1.2],
+            "ylim": [-0.1, p.finish_y + 0.2],
+        }
+        return {"mode_names": list(MODE_NAMES), "figure": figure}
 
 
 class TreeAvoidEnv(BatchedSingleEnv):
     """Single TreeAvoid environment with numpy observations (float32, shape (3,)) and actions (2,)."""
-
-    metadata = _METADATA
 
     def __init__(self, render_mode: str | None = None, params: TreeAvoidParams | None = None, **overrides: Any):
         super().__init__(TreeAvoidTask(params or TreeAvoidParams(**overrides)), render_mode)
@@ -328,8 +323,6 @@ class TreeAvoidEnv(BatchedSingleEnv):
 
 class TreeAvoidVectorEnv(BatchedVectorEnv):
     """N TreeAvoid environments stepped together as torch tensors on ``device`` (see BatchedVectorEnv)."""
-
-    metadata = dict(_METADATA, autoreset_mode=BatchedVectorEnv.metadata["autoreset_mode"])
 
     def __init__(
         self,

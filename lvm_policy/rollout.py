@@ -290,14 +290,16 @@ def rollout_gym_vector(
         ret, length = np.zeros(K), np.zeros(K, dtype=np.int64)
         records: list[dict[str, Any]] = [None] * episodes  # type: ignore[list-item]
         P = min(record_paths, K)
-        current = [[spaces.flatten_batch(space, obs)[i]] for i in range(P)]
+        flat_obs = spaces.flatten_batch(space, obs)  # (K, O), once per step
+        current = [[flat_obs[i]] for i in range(P)]
         paths: list[np.ndarray] = []
         device = policy.device
         while (count < quota).any():
-            flat = torch.as_tensor(spaces.flatten_batch(space, obs), dtype=torch.float32, device=device)
+            flat = torch.as_tensor(flat_obs, dtype=torch.float32, device=device)
             with torch.no_grad():
                 action = policy.act(flat, deterministic=deterministic).cpu().numpy()
             obs, reward, terminated, truncated, info = venv.step(action.astype(venv.single_action_space.dtype))
+            flat_obs = spaces.flatten_batch(space, obs)
             ret += reward
             length += 1
             done = terminated | truncated
@@ -309,7 +311,7 @@ def rollout_gym_vector(
                         current[i].append(spaces.flatten_batch(space, last)[0])
                         paths.append(np.stack(current[i]))
                     else:
-                        current[i].append(spaces.flatten_batch(space, obs)[i])
+                        current[i].append(flat_obs[i])
             for i in np.nonzero(done)[0]:
                 if count[i] < quota[i]:
                     values = {k: _scalar(final[k][i]) for k in keys if k in final and final[f"_{k}"][i]}
