@@ -1,20 +1,23 @@
 """Speed of the package's inner loops, printed as tables. A benchmark, not a test.
 
     python benchmarks/speed.py                       # CPU, all tables
-    python benchmarks/speed.py --device cuda --envs 1 1024 16384 1048576
     python benchmarks/speed.py --tables rollout --policy gmm
+    benchmarks/gpu.sh run OUT                        # the GPU tables (rollout, training, variants) and CUDA tests
 
-1. rollout: environment steps per second, policy included, of (a) the batched torch env with the policy
-   acting on tensors (``obs, *_ = env.step(policy.act(obs))``), (a*) the evaluator's rollout step, which
-   also latches each episode's outcome (replayed in a CUDA graph on CUDA), (b)
-   gymnasium's SyncVectorEnv of the single env with the policy called through its SB3 ``predict``, and (c)
-   the policy's forward pass alone on the same batch, which bounds (a). Ratios are from the same run.
-2. latency: one ``predict`` call at batch 1 on the CPU, median and p99 in microseconds, per class.
-3. generic: environment steps per second of the path every env gets (gymnasium's vector env of the single
+1. rollout: environment steps per second, policy included. On the CPU: (a) the batched torch env with the
+   policy acting on tensors (``obs, *_ = env.step(policy.act(obs))``), (a*) the evaluator's rollout step, which
+   also latches each episode's outcome, (b) gymnasium's SyncVectorEnv of the single env with the policy called
+   through its SB3 ``predict``, and (c) the policy's forward pass alone on the same batch, which bounds (a).
+   On CUDA, per class (``--policies``) and number of environments: the evaluator's step eager and replayed from
+   one CUDA graph, and the forward pass alone eager and in a graph. Ratios are from the same run.
+2. variants (CUDA): the lvm's graph-replayed step under float32 matmuls, TF32 matmuls and ``torch.compile``.
+3. latency: one ``predict`` call at batch 1 on the CPU, median and p99 in microseconds, per class.
+4. generic: environment steps per second of the path every env gets (gymnasium's vector env of the single
    env, 16 async or sync copies, one batched ``policy.act`` per vector step, each episode counted once)
    against SB3's ``evaluate_policy`` on one env (one ``predict`` per step), both on TreeAvoid-v0.
-4. training: samples per second of the training step, per class, and the time to the success target
-   (first periodic evaluation with success >= 0.99) read from runs/compare/*/log.jsonl when present.
+5. training: samples per second of the training step, per class and batch size (``--batch-sizes``), and the
+   time to the success target (first periodic evaluation with success >= 0.99) read from
+   runs/compare/tree_avoid/*/log.jsonl when present.
 """
 
 from __future__ import annotations
@@ -38,22 +41,32 @@ import gymnasium as gym  # noqa: E402
 import envs  # noqa: E402,F401
 from envs.tree_avoid import TreeAvoidEnv, TreeAvoidVectorEnv  # noqa: E402
 from lvm_policy import list_policies, make_policy  # noqa: E402
-from lvm_policy.rollout import make_rollout_step, replay_in_cuda_graph  # noqa: E402
+from lvm_policy.rollout import capture_cuda_graph, make_rollout_step  # noqa: E402
 from lvm_policy.train import TrainConfig, gradient_step, make_optimizer  # noqa: E402
 
 
 @dataclass
 class Args:
-    tables: list[Literal["rollout", "latency", "generic", "training"]] = field(
+    tables: list[Literal["rollout", "variants", "latency", "generic", "training"]] = field(
         default_factory=lambda: ["rollout", "latency", "generic", "training"]
     )
-    """which tables to print"""
+    """which tables to print (variants: CUDA only)"""
     device: Literal["cpu", "cuda"] = "cpu"
     """device of the batched rollouts and training"""
     policy: str = "lvm"
-    """policy class of the rollout table"""
+    """policy class of the rollout table (on CUDA: the class measured at every size in --envs)"""
+    policies: list[str] = field(default_factory=lambda: ["lvm"])
+    """CUDA rollout table: the classes measured (those other than --policy at the sizes in --other-envs)"""
     envs: list[int] = field(default_factory=lambda: [1, 64, 1024, 16384])
     """batch sizes of the rollout table"""
+    other_envs: list[int] = field(default_factory=lambda: [1024, 65536, 1048576])
+    """CUDA rollout table: the sizes at which the classes other than --policy are measured"""
+    variant_envs: list[int] = field(default_factory=lambda: [65536, 1048576])
+    """variants table: the sizes measured"""
+    compile: bool = False
+    """variants table: also measure torch.compile'd acting"""
+    batch_sizes: list[int] = field(default_factory=lambda: [TrainConfig.batch_size])
+    """training table: minibatch sizes"""
     repeats: int = 5
     """timed repeats per figure (the median is reported)"""
     runs: Path = Path("runs/compare/tree_avoid")
@@ -76,10 +89,21 @@ def _median_time(fn, repeats: int, device) -> float:
     return statistics.median(times)
 
 
+def _policy_for(name: str, device: torch.device):
+    return make_policy(name, 3, 2).to(device).eval()
+
+
+def _steps_for(n: int) -> int:
+    """Steps per timed repeat: about 400k env steps, at least 8 and at most 200."""
+    return max(8, min(200, 400_000 // n))
+
+
 @torch.no_grad()
 def rollout_table(args: Args) -> None:
+    if torch.device(args.device).type == "cuda":
+        return cuda_rollout_table(args)
     device = torch.device(args.device)
-    policy = make_policy(args.policy, 3, 2).to(device).eval()
+    policy = _policy_for(args.policy, device)
     print(
         f"\n### Rollout throughput: {args.policy}, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
@@ -89,7 +113,7 @@ def rollout_table(args: Args) -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for n in args.envs:
-        steps = max(8, min(200, 400_000 // n))
+        steps = _steps_for(n)
         env = TreeAvoidVectorEnv(num_envs=n, device=device)
         obs0, _ = env.reset(seed=0)
 
@@ -101,20 +125,16 @@ def rollout_table(args: Args) -> None:
         run_a()  # warm-up
         t_a = _median_time(run_a, args.repeats, device)
 
-        # The evaluator's step: the same plus latching each episode's outcome, on fixed buffers; replayed in a
-        # CUDA graph on CUDA.
+        # The evaluator's step: the same plus latching each episode's outcome, on fixed buffers.
         _, info0 = env.reset(seed=0)
         step, buffers = make_rollout_step(policy, env, obs0, info0, deterministic=False, record=0)
         step()  # allocate
-        if device.type == "cuda":
-            t_eval = _median_time(lambda: replay_in_cuda_graph(step, steps), args.repeats, device)
-        else:
 
-            def run_eval():
-                for _ in range(steps):
-                    step()
+        def run_eval():
+            for _ in range(steps):
+                step()
 
-            t_eval = _median_time(run_eval, args.repeats, device)
+        t_eval = _median_time(run_eval, args.repeats, device)
         obs = buffers["obs"]
 
         def run_c():
@@ -140,6 +160,103 @@ def rollout_table(args: Args) -> None:
         print(
             f"| {n:,} | {a:,.0f} | {a_eval:,.0f} | {b:,.0f} | {c:,.0f} | {a / c:.2f} | {a_eval / c:.2f} | {a / b:.1f} |"
         )
+
+
+def _graph_of(fn):
+    """``fn`` captured once in a CUDA graph (after warm-up calls); returns the graph's replay."""
+    return capture_cuda_graph(fn, warmup=3).replay
+
+
+@torch.no_grad()
+def cuda_rollout_table(args: Args) -> None:
+    """Per class and batch size: the evaluator's rollout step (policy + TreeAvoid twin + outcome latching)
+    eager and replayed from one CUDA graph, and the policy's forward pass alone, eager and in a graph."""
+    device = torch.device(args.device)
+    print(
+        f"\n### CUDA rollout throughput, TreeAvoid-v0: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, "
+        f"float32 matmul precision {torch.get_float32_matmul_precision()}"
+    )
+    print(
+        "| policy | envs | (a*) evaluation step eager, steps/s | (g) evaluation step in a CUDA graph, steps/s "
+        "| (c) forward alone eager | (cg) forward alone in a graph | g/a* | g/cg |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.policies:
+        policy = _policy_for(name, device)
+        sizes = args.envs if name == args.policy else [n for n in args.envs if n in args.other_envs]
+        for n in sizes:
+            steps = _steps_for(n)
+            env = TreeAvoidVectorEnv(num_envs=n, device=device)
+            obs0, info0 = env.reset(seed=0)
+            step, buffers = make_rollout_step(policy, env, obs0, info0, deterministic=False, record=0)
+            obs = buffers["obs"]
+            out = torch.empty(n, 2, device=device)
+
+            def forward():
+                out.copy_(policy.act(obs))
+
+            rates = []
+            try:
+                for fn in (step, _graph_of(step), forward, _graph_of(forward)):
+
+                    def run(fn=fn):
+                        for _ in range(steps):
+                            fn()
+
+                    run()
+                    rates.append(n * steps / _median_time(run, args.repeats, device))
+            except Exception as e:  # noqa: BLE001 - one failing row is reported; the table goes on
+                print(f"| {name} | {n:,} | failed: {type(e).__name__}: {str(e).splitlines()[0][:120]} |", flush=True)
+                continue
+            eager, graph, fwd, fwd_graph = rates
+            print(
+                f"| {name} | {n:,} | {eager:,.0f} | {graph:,.0f} | {fwd:,.0f} | {fwd_graph:,.0f} "
+                f"| {graph / eager:.1f} | {graph / fwd_graph:.2f} |",
+                flush=True,
+            )
+            del env, step, buffers
+            torch.cuda.empty_cache()
+
+
+@torch.no_grad()
+def cuda_variants_table(args: Args) -> None:
+    """The lvm rollout step in a CUDA graph under float32 matmuls, TF32 matmuls and torch.compile'd acting."""
+    device = torch.device(args.device)
+    print(
+        f"\n### CUDA rollout variants, {args.policy}, TreeAvoid-v0: {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    )
+    print("| variant | envs | steps/s in a CUDA graph | ratio to float32 |")
+    print("|---|---|---|---|")
+    variants = [("float32 matmuls", "highest", False), ("TF32 matmuls", "high", False)]
+    if args.compile:
+        variants.append(("torch.compile(act), float32", "highest", True))
+    before = torch.get_float32_matmul_precision()
+    for n in args.variant_envs:
+        base = None
+        for label, precision, compiled in variants:
+            torch.set_float32_matmul_precision(precision)
+            policy = _policy_for(args.policy, device)
+            if compiled:
+                policy.act = torch.compile(policy.act, fullgraph=False, dynamic=False)
+            steps = _steps_for(n)
+            env = TreeAvoidVectorEnv(num_envs=n, device=device)
+            obs0, info0 = env.reset(seed=0)
+            step, _ = make_rollout_step(policy, env, obs0, info0, deterministic=False, record=0)
+            try:
+                replay = _graph_of(step)
+            except Exception as e:  # noqa: BLE001 - a variant that cannot be captured is reported, not fatal
+                print(f"| {label} | {n:,} | failed: {type(e).__name__}: {str(e).splitlines()[0][:80]} | |", flush=True)
+                continue
+
+            def run():
+                for _ in range(steps):
+                    replay()
+
+            run()
+            rate = n * steps / _median_time(run, args.repeats, device)
+            base = base or rate
+            print(f"| {label} | {n:,} | {rate:,.0f} | {rate / base:.2f} |", flush=True)
+        torch.set_float32_matmul_precision(before)
 
 
 @torch.no_grad()
@@ -194,36 +311,47 @@ def generic_table(args: Args) -> None:
 
 def training_table(args: Args) -> None:
     device = torch.device(args.device)
-    print(f"\n### Training (the training loop's gradient step), {device}, batch {TrainConfig.batch_size}")
-    print("| policy | samples/s | time to success >= 0.99 (s) |")
-    print("|---|---|---|")
-    obs = torch.randn(100_000, 3, device=device)
-    act = torch.rand(100_000, 2, device=device) * 2 - 1
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\n### Training (the training loop's gradient step), {where}, torch {torch.__version__}")
+    sizes = args.batch_sizes
+    print("| policy | " + " | ".join(f"samples/s at batch {b:,}" for b in sizes) + " | time to success >= 0.99 (s) |")
+    print("|---|" + "---|" * (len(sizes) + 1))
+    obs = torch.randn(200_000, 3, device=device)
+    act = torch.rand(200_000, 2, device=device) * 2 - 1
     cfg = TrainConfig()
     for name in list_policies():
-        policy = make_policy(name, 3, 2).to(device)
-        opt, _ = make_optimizer(policy, cfg)
+        rates = []
+        for batch in sizes:
+            policy = make_policy(name, 3, 2).to(device)
+            opt, _ = make_optimizer(policy, cfg)
 
-        def run(steps=50):
-            for _ in range(steps):
-                idx = torch.randint(len(obs), (cfg.batch_size,), device=device)
-                gradient_step(policy, opt, obs[idx], act[idx], cfg.grad_clip)
+            def run(steps=20):
+                for _ in range(steps):
+                    idx = torch.randint(len(obs), (batch,), device=device)
+                    gradient_step(policy, opt, obs[idx], act[idx], cfg.grad_clip)
 
-        run(5)
-        sps = 50 * cfg.batch_size / _median_time(run, args.repeats, device)
+            run(3)
+            rates.append(f"{20 * batch / _median_time(run, args.repeats, device):,.0f}")
         reached = []
         for log in sorted(args.runs.glob(f"{name}-seed*/log.jsonl")):
             evals = [json.loads(line) for line in log.read_text().splitlines() if '"kind": "eval"' in line]
             hit = [e["train_seconds"] for e in evals if e["success_rate"] >= 0.99 and "train_seconds" in e]
             reached.append(f"{hit[0]:.0f}" if hit else "not reached")
-        print(f"| {name} | {sps:,.0f} | {', '.join(reached) or 'no runs in ' + str(args.runs)} |")
+        print(f"| {name} | {' | '.join(rates)} | {', '.join(reached) or 'no runs in ' + str(args.runs)} |", flush=True)
 
 
 if __name__ == "__main__":
     a = tyro.cli(Args)
     if a.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda but torch sees no CUDA device")
+    if "variants" in a.tables and a.device != "cuda":
+        sys.exit("error: the variants table measures CUDA graphs: use --device cuda")
+    tables = {
+        "rollout": rollout_table,
+        "variants": cuda_variants_table,
+        "latency": latency_table,
+        "generic": generic_table,
+        "training": training_table,
+    }
     for table in a.tables:
-        {"rollout": rollout_table, "latency": latency_table, "generic": generic_table, "training": training_table}[
-            table
-        ](a)
+        tables[table](a)

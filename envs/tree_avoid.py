@@ -19,7 +19,6 @@ Mode convention (see :mod:`envs`): ``info["mode"]`` is -1 until the path crosses
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -116,12 +115,6 @@ def reset_state(params: TreeAvoidParams, seed: torch.Tensor, episode: torch.Tens
     )
 
 
-@functools.cache
-def _fresh_constant(name: str, dtype: torch.dtype) -> torch.Tensor:
-    """A 0-dim CPU tensor of a fresh episode's constant: torch.where takes it as a scalar on any device."""
-    return torch.tensor(_FRESH_CONSTANTS[name], dtype=dtype)
-
-
 def autoreset_state(
     params: TreeAvoidParams, done: torch.Tensor, stepped: TreeAvoidState, out: TreeAvoidState | None = None
 ) -> TreeAvoidState:
@@ -136,9 +129,20 @@ def autoreset_state(
         old = getattr(stepped, name)
         return torch.where(done, fresh, old, out=None if out is None else getattr(out, name))
 
+    def fill(name: str, constant: float) -> torch.Tensor:
+        # A Python number, not a 0-dim CPU tensor: torch.where copies a CPU tensor to the device (a host sync,
+        # and an error inside CUDA-graph capture, found on an H100); masked_fill passes the number to the kernel.
+        old = getattr(stepped, name)
+        if out is None:
+            return old.masked_fill(done, constant)
+        dst = getattr(out, name)
+        if dst is not old:
+            dst.copy_(old)
+        return dst.masked_fill_(done, constant)
+
     episode = where("episode", stepped.episode + 1)
     x0, tree_x = _start(params, stepped.seed, episode)  # used only where done
-    fields = {k: where(k, _fresh_constant(k, getattr(stepped, k).dtype)) for k in _FRESH_CONSTANTS}
+    fields = {k: fill(k, c) for k, c in _FRESH_CONSTANTS.items()}
     seed = stepped.seed if out is None or out.seed is stepped.seed else out.seed.copy_(stepped.seed)
     return TreeAvoidState(x=where("x", x0), tree_x=where("tree_x", tree_x), **fields, seed=seed, episode=episode)
 

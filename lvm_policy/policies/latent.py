@@ -187,7 +187,7 @@ class LatentPolicy(Policy):
         return loss, {
             "recon": recon,
             "kl": kl,
-            "beta": torch.tensor(self.beta_now),
+            "beta": torch.full((), self.beta_now, device=kl.device),
             "nll_elbo": -recon + kl - self.act_log_jacobian(),
             "active_dims": active,
         }
@@ -269,7 +269,7 @@ class LatentPolicy(Policy):
         return loss, {
             "recon": log_lik.sum() / steps,
             "kl": kl.mean(),
-            "beta": torch.tensor(self.beta_now),
+            "beta": torch.full((), self.beta_now, device=kl.device),
             "nll_elbo": -(log_lik - kl).sum() / steps - self.act_log_jacobian(),
             "active_dims": (mu_q.detach().var(0) > 0.01).sum(),
         }
