@@ -15,7 +15,8 @@
 4. generic: environment steps per second of the path every env gets (gymnasium's vector env of the single
    env, 16 async or sync copies, one batched ``policy.act`` per vector step, each episode counted once)
    against SB3's ``evaluate_policy`` on one env (one ``predict`` per step), both on TreeAvoid-v0.
-5. training: samples per second of the training step, per class and batch size (``--batch-sizes``), and the
+5. maze: where an evaluation step on the MuJoCo PointMaze goes (simulator, vector env, policy).
+6. training: samples per second of the training step, per class and batch size (``--batch-sizes``), and the
    time to the success target (first periodic evaluation with success >= 0.99) read from
    runs/compare/tree_avoid/*/log.jsonl when present.
 """
@@ -47,10 +48,10 @@ from lvm_policy.train import TrainConfig, gradient_step, make_optimizer  # noqa:
 
 @dataclass
 class Args:
-    tables: list[Literal["rollout", "variants", "latency", "generic", "training"]] = field(
+    tables: list[Literal["rollout", "variants", "latency", "generic", "training", "maze"]] = field(
         default_factory=lambda: ["rollout", "latency", "generic", "training"]
     )
-    """which tables to print (variants: CUDA only)"""
+    """which tables to print (variants: CUDA only; maze: needs the maze extra, not in the default list)"""
     device: Literal["cpu", "cuda"] = "cpu"
     """device of the batched rollouts and training"""
     policy: str = "lvm"
@@ -309,6 +310,59 @@ def generic_table(args: Args) -> None:
         print(f"| {label} | {episodes:,} | {rate:,.0f} | {rate / rows[0][2]:.1f} |")
 
 
+def maze_table(args: Args) -> None:
+    """Where an evaluation step of a MuJoCo PointMaze goes: the simulator alone, gymnasium's vector env with
+    random actions, the package's evaluation (vector env + one batched ``policy.act`` per step), and the
+    policy's forward pass alone at the vector env's batch."""
+    import envs.point_maze  # noqa: F401  (fails with one line without gymnasium-robotics)
+    from lvm_policy.evaluate import rollout
+
+    env_id, n = "PointMazeTwoRoutes-v0", 16
+    policy = make_policy(args.policy, 8, 2).eval()
+    print(f"\n### MuJoCo PointMaze evaluation, {env_id}, {args.policy} (random weights), CPU, {n} envs")
+    print("| what runs | env steps/s | µs per env step |")
+    print("|---|---|---|")
+    rows = []
+    single = gym.make(env_id)
+    single.reset(seed=0)
+    actions = np.random.default_rng(0).uniform(-1, 1, (5000, 2)).astype(np.float32)
+
+    def run_single():
+        for a in actions:
+            _, _, terminated, truncated, _ = single.step(a)
+            if terminated or truncated:
+                single.reset()
+
+    rows.append(("MuJoCo PointMaze alone (gym.make, 1 env, random actions)", len(actions), run_single))
+    for mode in ("sync", "async"):
+        venv = gym.make_vec(env_id, num_envs=n, vectorization_mode=mode)
+        venv.reset(seed=0)
+        batch = actions[: 300 * n].reshape(300, n, 2)
+
+        def run_vector(venv=venv, batch=batch):
+            for a in batch:
+                venv.step(a)
+
+        rows.append((f"gymnasium {mode} vector env, random actions", batch.shape[0] * n, run_vector))
+    for mode in ("sync", "async"):
+        counted = {}
+
+        def run_eval(mode=mode, counted=counted):
+            r = rollout(policy, env_id, 256, engine="gym", vectorization=mode, num_envs=n, max_episode_steps=200)
+            counted["steps"] = int(r.length.sum())
+
+        run_eval()
+        rows.append((f"package evaluation: {mode} vector env + policy.act", counted, run_eval))
+    obs = torch.randn(n, 8)
+    rows.append(("policy.act alone at batch 16", 2000 * n, lambda: [policy.act(obs) for _ in range(2000)]))
+    for label, steps, fn in rows:
+        fn()  # warm-up (and, for the evaluation rows, the step count)
+        seconds = _median_time(fn, max(3, args.repeats // 2), torch.device("cpu"))
+        steps = steps["steps"] if isinstance(steps, dict) else steps
+        print(f"| {label} | {steps / seconds:,.0f} | {seconds / steps * 1e6:.0f} |", flush=True)
+    single.close()
+
+
 def training_table(args: Args) -> None:
     device = torch.device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -352,6 +406,7 @@ if __name__ == "__main__":
         "latency": latency_table,
         "generic": generic_table,
         "training": training_table,
+        "maze": maze_table,
     }
     for table in a.tables:
         tables[table](a)

@@ -36,7 +36,7 @@ from envs.tree_avoid import (
     TreeAvoidVectorEnv,
 )
 
-ENV_IDS = ("TreeAvoid-v0", "Slalom-v0", "MultiGoal-v0")
+ENV_IDS = ("TreeAvoid-v0", "Slalom-v0", "MultiGoal-v0", "PointMazeTwoRoutes-v0", "PointMazeThreeRoutes-v0")
 
 for _id, _module, _name in (
     ("TreeAvoid-v0", "tree_avoid", "TreeAvoid"),
@@ -50,6 +50,14 @@ for _id, _module, _name in (
             vector_entry_point=f"envs.{_module}:{_name}VectorEnv",
             # The time limit is part of the dynamics (shared with the batched twin), not a TimeLimit wrapper.
             max_episode_steps=None,
+        )
+
+# Gymnasium-Robotics' MuJoCo PointMaze on maps with equally short routes (no torch twin; gymnasium-robotics and
+# mujoco are imported only when one is made).
+for _id, _steps in (("PointMazeTwoRoutes-v0", 400), ("PointMazeThreeRoutes-v0", 500)):
+    if _id not in gym.registry:
+        gym.register(
+            id=_id, entry_point="envs.point_maze:make_point_maze", kwargs={"maze": _id}, max_episode_steps=_steps
         )
 
 __all__ = [

@@ -1,7 +1,9 @@
-"""Collect a task's expert demonstrations in its batched env and write them as a Minari dataset.
+"""Collect a task's expert demonstrations and write them as a Minari dataset.
 
-Every environment of the batch plays exactly one episode; the whole batch runs for the time limit with
-fixed shapes, and each environment's first episode is cut out afterwards. The dataset is written to a
+A task with a batched twin plays there: every environment of the batch plays exactly one episode; the whole
+batch runs for the time limit with fixed shapes, and each environment's first episode is cut out afterwards.
+A task without one (the MuJoCo mazes) plays its episodes one after another in its single gymnasium env,
+observations recorded as the env gives them (a Dict stays a Dict). The dataset is written to a
 temporary folder beside the destination and renamed into place, so an interrupted collection never leaves
 something that looks like a complete dataset.
 """
@@ -29,6 +31,7 @@ from envs.experts import (
     SlalomExpertConfig,
     TreeAvoidExpert,
 )
+from envs.point_maze import LAYOUTS, MazeExpert, MazeExpertConfig
 
 DATA_FORMAT = "hdf5"
 DEMOS_ROOT = Path(__file__).resolve().parent.parent / "demos"
@@ -39,15 +42,18 @@ class Task:
     """A task of the package as collection sees it: its env, its expert and where its datasets go."""
 
     env_id: str
-    expert: Callable[..., Any]  # (params, config, seed) -> expert with reset(obs, mask) and act(obs)
+    expert: Callable[..., Any]  # (params or layout, config, seed) -> expert
     config: Callable[..., Any]  # expert options -> config
     algorithm: str
+    batched: bool = True  # played in the batched twin (expert: reset(obs), act(obs) on tensors), else one by one
 
 
 TASKS = {
     "tree_avoid": Task("TreeAvoid-v0", TreeAvoidExpert, ExpertConfig, "scripted-bimodal-expert"),
     "slalom": Task("Slalom-v0", SlalomExpert, SlalomExpertConfig, "scripted-slalom-expert"),
     "multigoal": Task("MultiGoal-v0", MultiGoalExpert, MultiGoalExpertConfig, "scripted-multigoal-expert"),
+    "maze2": Task("PointMazeTwoRoutes-v0", MazeExpert, MazeExpertConfig, "cell-planner-pd-expert", batched=False),
+    "maze3": Task("PointMazeThreeRoutes-v0", MazeExpert, MazeExpertConfig, "cell-planner-pd-expert", batched=False),
 }
 
 
@@ -69,7 +75,7 @@ DEFAULT_DEMOS = default_demos("tree_avoid")
 class Episodes:
     """Episodes as numpy arrays, one list entry per episode."""
 
-    observations: list[np.ndarray]  # (T+1, 3) float32 each
+    observations: list[Any]  # (T+1, O) arrays each, or dicts of them for a Dict observation space
     actions: list[np.ndarray]  # (T, 2) float32
     rewards: list[np.ndarray]  # (T,) float32
     terminations: list[np.ndarray]  # (T,) bool
@@ -138,6 +144,47 @@ def rollout_expert(episodes: int, seed: int = 0, expert: Any = None, task: str =
         out.terminations.append(np.ascontiguousarray(arrays["term"][:n, i]))
         out.truncations.append(np.ascontiguousarray(arrays["trunc"][:n, i]))
         out.infos.append({k: np.ascontiguousarray(v[: n + 1, i]) for k, v in infos_np.items()})
+    return out
+
+
+def rollout_single_env_expert(episodes: int, seed: int = 0, expert: Any = None, task: str = "maze2") -> Episodes:
+    """Play ``episodes`` expert episodes of ``task`` one after another in its single env (episode i reset with
+    seed + i) and return them; observations are kept as the env gives them."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registration)
+
+    spec = TASKS[task]
+    env = gym.make(spec.env_id)
+    agent = spec.expert(LAYOUTS[spec.env_id], expert or spec.config(), seed=seed)
+    out = Episodes([], [], [], [], [], [])
+    for i in range(episodes):
+        obs, info = env.reset(seed=seed + i)
+        agent.reset(env, obs)
+        obs_list, acts, rews, terms, truncs = [obs], [], [], [], []
+        infos = {k: [info[k]] for k in RECORDED_INFO if k in info}
+        done = False
+        while not done:
+            action = agent.act(obs)
+            obs, reward, terminated, truncated, info = env.step(action)
+            obs_list.append(obs)
+            acts.append(action)
+            rews.append(reward)
+            terms.append(terminated)
+            truncs.append(truncated)
+            for k in infos:
+                infos[k].append(info[k])
+            done = terminated or truncated
+        if isinstance(obs, dict):
+            out.observations.append({k: np.stack([o[k] for o in obs_list]) for k in obs})
+        else:
+            out.observations.append(np.stack(obs_list))
+        out.actions.append(np.stack(acts).astype(np.float32))
+        out.rewards.append(np.asarray(rews, dtype=np.float32))
+        out.terminations.append(np.asarray(terms, dtype=bool))
+        out.truncations.append(np.asarray(truncs, dtype=bool))
+        out.infos.append({k: np.asarray(v) for k, v in infos.items()})
+    env.close()
     return out
 
 
@@ -227,7 +274,8 @@ def collect(
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     config = TASKS[task].config(**expert_options)
-    data = rollout_expert(episodes, seed=seed, expert=config, task=task)
+    play = rollout_expert if TASKS[task].batched else rollout_single_env_expert
+    data = play(episodes, seed=seed, expert=config, task=task)
     desc = f"{TASKS[task].env_id} scripted expert: {episodes} episodes, seed {seed}, expert {asdict(config)}"
     write_minari(data, Path(out or default_demos(task, variant)), desc, seed, task, variant)
     return data

@@ -2,7 +2,8 @@
 
 Generic over tasks: a path is a sequence of flat observations; which two observation dimensions to draw and
 what to draw behind the paths (obstacles, goals, a finish line) come from the env's ``metadata["figure"]``:
-``{"xy": [i, j], "circles": [[x, y, r], ...], "hlines": [y, ...], "xlim": [lo, hi], "ylim": [lo, hi]}``.
+``{"xy": [i, j], "circles": [[x, y, r], ...], "rects": [[x0, y0, w, h], ...], "hlines": [y, ...], "xlim": [lo, hi],
+"ylim": [lo, hi]}`` (rects: walls, e.g. a maze's).
 Without it the first two observation dimensions are drawn on an empty background.
 """
 
@@ -30,6 +31,8 @@ def _draw_panel(ax, panel: Panel, mode_names: list[str], figure: dict[str, Any])
     i, j = figure.get("xy", [0, 1])
     for cx, cy, r in figure.get("circles", []):
         ax.add_patch(mpatches.Circle((cx, cy), r, color="#2e7d32", alpha=0.8, zorder=3))
+    for x0, y0, w, h in figure.get("rects", []):
+        ax.add_patch(mpatches.Rectangle((x0, y0), w, h, color="#555555", zorder=3))
     for y in figure.get("hlines", []):
         ax.axhline(y, color="k", lw=0.8, ls=":")
     for path, mode in zip(paths, modes):
@@ -92,7 +95,7 @@ def env_figure(env_id_or_spec) -> tuple[list[str], dict[str, Any]]:
 
     env = gym.make(env_id_or_spec)
     try:
-        meta = env.unwrapped.metadata
+        meta = env.metadata  # through the wrappers: a wrapper may add the mode names
         return list(meta.get("mode_names", [])), dict(meta.get("figure", {}))
     finally:
         env.close()

@@ -4,6 +4,7 @@ python scripts/collect_demos.py                                   # TreeAvoid: d
 python scripts/collect_demos.py --task slalom                     # 3 trees, sides independent: slalom/expert-v0
 python scripts/collect_demos.py --task slalom --coupling same     # one side per episode: slalom/coupled-v0
 python scripts/collect_demos.py --task multigoal --goal-probs 0.4 0.3 0.2 0.1
+python scripts/collect_demos.py --task maze3 --route-probs 0.5 0.25 0.25   # MuJoCo PointMaze (needs .[maze])
 python scripts/collect_demos.py --episodes 200 --left-prob 0.7 --out /tmp/demos
 """
 
@@ -26,20 +27,22 @@ from lvm_policy.errors import ConfigError  # noqa: E402
 
 @dataclass
 class Args:
-    task: Literal["tree_avoid", "slalom", "multigoal"] = "tree_avoid"
+    task: Literal["tree_avoid", "slalom", "multigoal", "maze2", "maze3"] = "tree_avoid"
     """which task's expert to play"""
     episodes: int = 1000
-    """number of episodes (one per environment of the batch)"""
+    """number of episodes"""
     seed: int = 0
     """seed of the episode starts and of the expert's choices and noise"""
-    noise: float = 0.05
-    """standard deviation of the expert's Gaussian action noise"""
+    noise: float | None = None
+    """standard deviation of the expert's Gaussian action noise (default: the expert's, 0.05; mazes 0.1)"""
     left_prob: float = 0.5
     """tree_avoid, slalom: overall probability of passing a tree on the left"""
     coupling: Literal["independent", "same"] = "independent"
     """slalom: each tree's side drawn on its own, or one side for every tree of an episode"""
     goal_probs: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)
     """multigoal: probability of each goal (east, north, west, south)"""
+    route_probs: tuple[float, ...] | None = None
+    """maze2, maze3: probability of each route, in the env's mode_names order (default: equal)"""
     out: Path | None = None
     """dataset folder to write, replaced atomically if it exists (default: demos/<task>/<variant>-v0)"""
 
@@ -47,13 +50,15 @@ class Args:
 def main(args: Args) -> None:
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
-    options: dict = {"noise": args.noise}
+    options: dict = {} if args.noise is None else {"noise": args.noise}
     if args.task in ("tree_avoid", "slalom"):
         options["left_prob"] = args.left_prob
     if args.task == "slalom":
         options["coupling"] = args.coupling
     if args.task == "multigoal":
         options["goal_probs"] = tuple(args.goal_probs)
+    if args.task in ("maze2", "maze3") and args.route_probs is not None:
+        options["route_probs"] = tuple(args.route_probs)
     variant = "coupled" if args.task == "slalom" and args.coupling == "same" else "expert"
     out = args.out or default_demos(args.task, variant)
     try:
@@ -61,7 +66,12 @@ def main(args: Args) -> None:
     except ValueError as exc:
         raise ConfigError(f"expert options: {exc}") from None
     start = time.perf_counter()
-    data = collect(out, args.episodes, args.seed, args.task, variant, **options)
+    try:
+        data = collect(out, args.episodes, args.seed, args.task, variant, **options)
+    except ImportError as exc:  # a maze without gymnasium-robotics / mujoco: what to install, in one line
+        raise ConfigError(str(exc)) from None
+    except ValueError as exc:  # e.g. route_probs of the wrong length for the maze
+        raise ConfigError(f"expert options: {exc}") from None
     seconds = time.perf_counter() - start
     steps = sum(len(a) for a in data.actions)
     modes = [int(i["mode"][-1]) for i in data.infos]

@@ -2,6 +2,7 @@
 
     python scripts/compare_baselines.py                        # TreeAvoid: 4 classes x 3 seeds -> results/tree_avoid/
     python scripts/compare_baselines.py --task slalom          # or slalom_coupled, multigoal
+    python scripts/compare_baselines.py --task maze2           # or maze3: MuJoCo PointMaze, 1,000 episodes per run
     python scripts/compare_baselines.py --task all             # every task, then results/summary.md
     python scripts/compare_baselines.py --seeds 0 --policies lvm gmm --steps 500 --out /tmp/cmp
     python scripts/compare_baselines.py --demos my-dataset-v0 --out results/mine   # any dataset
@@ -60,18 +61,35 @@ ROWS = {
     "gaussian": ("gaussian", {}),
 }
 
-# Task name -> (collect task, dataset variant, expert options): the package's benchmark datasets.
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A benchmark task: its default demonstrations and how much evaluation its simulator affords."""
+
+    collect_task: str
+    variant: str = "expert"
+    expert_options: dict = field(default_factory=dict)
+    episodes: int = 10_000  # evaluation episodes per run and acting mode
+    train_options: dict = field(default_factory=dict)  # TrainConfig overrides (periodic evaluation size)
+
+
+# The MuJoCo mazes step through gymnasium's vector env, about 30 times slower than the torch twins on 2 cores:
+# 1,000 evaluation episodes per run, smaller periodic evaluations during training, and the sync vector env
+# (2.5 times the async one's steps/s with 2 cores: benchmarks/speed.py --tables maze).
+MAZE_TRAINING = {"eval_every": 2000, "eval_episodes": 200, "final_eval_episodes": 200, "vectorization": "sync"}
 TASKS = {
-    "tree_avoid": ("tree_avoid", "expert", {}),
-    "slalom": ("slalom", "expert", {"coupling": "independent"}),
-    "slalom_coupled": ("slalom", "coupled", {"coupling": "same"}),
-    "multigoal": ("multigoal", "expert", {}),
+    "tree_avoid": Benchmark("tree_avoid"),
+    "slalom": Benchmark("slalom", expert_options={"coupling": "independent"}),
+    "slalom_coupled": Benchmark("slalom", "coupled", {"coupling": "same"}),
+    "multigoal": Benchmark("multigoal"),
+    "maze2": Benchmark("maze2", episodes=1000, train_options=MAZE_TRAINING),
+    "maze3": Benchmark("maze3", episodes=1000, train_options=MAZE_TRAINING),
 }
 
 
 @dataclass
 class Args:
-    task: Literal["tree_avoid", "slalom", "slalom_coupled", "multigoal", "all"] = "tree_avoid"
+    task: Literal["tree_avoid", "slalom", "slalom_coupled", "multigoal", "maze2", "maze3", "all"] = "tree_avoid"
     """benchmark task (its default demonstrations), or all of them"""
     policies: list[str] = field(default_factory=lambda: list(ROWS))
     """rows to compare: a policy class, or lvm-episode (the lvm with --lvm.latent-scope episode)"""
@@ -85,8 +103,8 @@ class Args:
     """where the run folders go (<runs>/<task>/<policy>-seed<seed>); a finished run with the same config is reused"""
     out: Path = Path("results")
     """results/<task>/ get results.md, results.json and rollouts.png; results/ gets summary.md"""
-    episodes: int = 10_000
-    """evaluation episodes per run and acting mode"""
+    episodes: int | None = None
+    """evaluation episodes per run and acting mode (default: 10,000; 1,000 on the MuJoCo mazes)"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """device of training and rollouts"""
 
@@ -131,19 +149,22 @@ def main(args: Args) -> None:
     unknown = [p for p in args.policies if p not in ROWS]
     if unknown:
         raise ConfigError(f"unknown --policies {unknown}; choose from {', '.join(ROWS)}")
-    if args.episodes < 1:
+    if args.episodes is not None and args.episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
     if args.demos is not None:
-        compare(args, args.demos, args.runs, args.out)
+        compare(args, args.demos, args.runs, args.out, Benchmark(""))
         return
     for task in TASKS if args.task == "all" else [args.task]:
-        name, variant, options = TASKS[task]
-        demos = default_demos(name, variant)
+        bench = TASKS[task]
+        demos = default_demos(bench.collect_task, bench.variant)
         if not demos.exists():
             from envs.collect import collect
 
-            collect(demos, task=name, variant=variant, **options)
-        compare(args, str(demos), args.runs / task, args.out / task)
+            try:
+                collect(demos, task=bench.collect_task, variant=bench.variant, **bench.expert_options)
+            except ImportError as exc:  # a maze without its simulator installed
+                raise ConfigError(str(exc)) from None
+        compare(args, str(demos), args.runs / task, args.out / task, bench)
     write_summary(args.out)
 
 
@@ -157,7 +178,7 @@ def write_summary(out: Path) -> None:
     policies = list(dict.fromkeys(r["policy"] for t in tasks for r in records[t]))  # first-seen order
     head = " | ".join(f"{t}: success / mode TV / NLL / train s" for t in tasks)
     lines = [
-        "Sampled actions; mean over the seeds of each task's results.json (10,000 episodes per run unless noted there).",
+        "Sampled actions; mean over the seeds of each task's results.json (10,000 evaluation episodes per run, 1,000 on the mazes).",
         "",
         f"| policy | {head} |",
         "|---|" + "---|" * len(tasks),
@@ -177,7 +198,7 @@ def write_summary(out: Path) -> None:
     print("\n".join(lines))
 
 
-def compare(args: Args, demos_ref: str, runs: Path, out: Path) -> None:
+def compare(args: Args, demos_ref: str, runs: Path, out: Path, bench: Benchmark) -> None:
     """Train or reuse every class x seed on one dataset; write results.md, results.json, rollouts.png to out."""
     from gymnasium.envs.registration import EnvSpec
 
@@ -189,7 +210,9 @@ def compare(args: Args, demos_ref: str, runs: Path, out: Path) -> None:
 
     device = resolve_device(args.device)
     demos = load_demonstrations(demos_ref)
-    base = TrainConfig(demos=demos_ref, device=args.device, progress=True)
+    episodes = args.episodes or bench.episodes
+    vector = {"vectorization": bench.train_options.get("vectorization", "async")}  # for an env without a twin
+    base = replace(TrainConfig(demos=demos_ref, device=args.device, progress=True), **bench.train_options)
     if args.steps is not None:
         base = replace(base, steps=args.steps)
     records, panels, env, names, figure = [], [], None, [], {}
@@ -213,7 +236,7 @@ def compare(args: Args, demos_ref: str, runs: Path, out: Path) -> None:
                 panels.append(demo_panel(demos))
             for deterministic in (False, True):
                 t = time.perf_counter()
-                m = evaluate(policy, env, reference, heldout, args.episodes, deterministic, device)
+                m = evaluate(policy, env, reference, heldout, episodes, deterministic, device, **vector)
                 m.update(
                     policy=name,
                     seed=seed,
@@ -223,9 +246,10 @@ def compare(args: Args, demos_ref: str, runs: Path, out: Path) -> None:
                 )
                 records.append(m)
             if seed == args.seeds[0]:
-                panels.append(rollout_panel(name, rollout(policy, env, 300, device=device, record_paths=300)))
+                r = rollout(policy, env, 300, device=device, record_paths=300, **vector)
+                panels.append(rollout_panel(name, r))
                 if cls == "gaussian":
-                    r = rollout(policy, env, 300, deterministic=True, device=device, record_paths=300)
+                    r = rollout(policy, env, 300, deterministic=True, device=device, record_paths=300, **vector)
                     panels.append(rollout_panel("gaussian (mean)", r))
             print(
                 f"{name} seed {seed}: success {records[-2].get('success_rate', float('nan')):.4f} "
@@ -241,14 +265,14 @@ def compare(args: Args, demos_ref: str, runs: Path, out: Path) -> None:
     if demo_shares and "episodes" in (reference or {}):
         from lvm_policy.metrics import tv_noise_floor
 
-        mean, p95 = tv_noise_floor(demo_shares, reference["episodes"], args.episodes, draws=500)
+        mean, p95 = tv_noise_floor(demo_shares, reference["episodes"], episodes, draws=500)
         floor = (
             f" A perfect policy would show a mode TV of {mean:.3f} on average (95th percentile {p95:.3f}) by chance: "
-            f"{reference['episodes']} training demonstrations against {args.episodes} evaluation episodes."
+            f"{reference['episodes']} training demonstrations against {episodes} evaluation episodes."
         )
     lines = [
         f"Environment {env_id}; demonstrations {Path(demos_ref).parent.name}/{Path(demos_ref).name} (mode shares {shares or 'not recorded'}). "
-        f"{args.episodes} evaluation episodes per run, the same seeded episodes for every policy; mean ± standard "
+        f"{episodes} evaluation episodes per run, the same seeded episodes for every policy; mean ± standard "
         f"deviation over seeds {args.seeds}; device {device}.{floor}",
         "",
         "| policy | acting | " + " | ".join(h for _, h, _ in COLUMNS) + " | mode shares |",
