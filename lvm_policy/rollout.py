@@ -289,10 +289,10 @@ def rollout_gym_vector(
         count = np.zeros(K, dtype=np.int64)
         ret, length = np.zeros(K), np.zeros(K, dtype=np.int64)
         records: list[dict[str, Any]] = [None] * episodes  # type: ignore[list-item]
-        P = min(record_paths, K)
+        P = min(record_paths, episodes)  # paths of episodes 0 .. P-1 (env i plays episodes i, i + K, ...)
         flat_obs = spaces.flatten_batch(space, obs)  # (K, O), once per step
-        current = [[flat_obs[i]] for i in range(P)]
-        paths: list[np.ndarray] = []
+        current = [[flat_obs[i]] for i in range(K)]
+        recorded: dict[int, np.ndarray] = {}
         device = policy.device
         while (count < quota).any():
             flat = torch.as_tensor(flat_obs, dtype=torch.float32, device=device)
@@ -304,14 +304,16 @@ def rollout_gym_vector(
             length += 1
             done = terminated | truncated
             final = info.get("final_info", {})
-            for i in range(P):  # the first episode of each of the first P environments, for figures
-                if count[i] == 0:
-                    if done[i]:  # the episode's own last observation (obs already holds the next episode's)
-                        last = spaces.add_batch_dim(space, _item(info["final_obs"], i))
-                        current[i].append(spaces.flatten_batch(space, last)[0])
-                        paths.append(np.stack(current[i]))
-                    else:
-                        current[i].append(flat_obs[i])
+            for i in range(K):  # the paths of the first P episodes, for figures
+                if i + K * count[i] >= P:
+                    continue
+                if done[i]:  # the episode's own last observation (obs already holds the next episode's)
+                    last = spaces.add_batch_dim(space, _item(info["final_obs"], i))
+                    current[i].append(spaces.flatten_batch(space, last)[0])
+                    recorded[i + K * count[i]] = np.stack(current[i])
+                    current[i] = [flat_obs[i]]  # the next episode's first observation
+                else:
+                    current[i].append(flat_obs[i])
             for i in np.nonzero(done)[0]:
                 if count[i] < quota[i]:
                     values = {k: _scalar(final[k][i]) for k in keys if k in final and final[f"_{k}"][i]}
@@ -341,6 +343,6 @@ def rollout_gym_vector(
         length=torch.tensor([r["length"] for r in records], dtype=torch.int64),
         info=info_out,
         mode_names=mode_names,
-        paths=paths,
+        paths=[recorded[e] for e in sorted(recorded)],  # in episode order, like the other per-episode fields
         engine=f"gymnasium-{vectorization}",
     )

@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import tyro
 
@@ -28,7 +29,7 @@ from lvm_policy.errors import ConfigError  # noqa: E402
 
 @dataclass
 class Args:
-    run: Path
+    run: Annotated[Path, tyro.conf.Positional]
     """a run folder written by train_bc.py (its best/ policy is evaluated)"""
     option: str = "steps"
     """a field of the policy's config that only acting reads (e.g. flow: steps; diffusion: inference_steps)"""

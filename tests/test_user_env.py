@@ -232,3 +232,22 @@ def test_training_without_the_env_reports_nll_only_and_says_why(tmp_path):
     r = run("scripts/evaluate.py", str(out), "--episodes", "5")
     assert r.returncode == 2
     assert_one_line_error(r, "not_installed_pkg")
+
+
+def test_recorded_paths_follow_the_episodes_in_order(user_runs):
+    """The vector-env engine records the paths of episodes 0 .. P-1 (more than one per env) in episode order:
+    each path is that episode's observations, from its reset to its own last one, and ends at its mode's goal."""
+    import tests.user_env  # noqa: F401  (registers UserFork-v0)
+    from lvm_policy import load_policy
+    from lvm_policy.evaluate import rollout
+    from tests.user_env import GOALS
+
+    torch.manual_seed(0)
+    policy = load_policy(user_runs["lvm"])
+    r = rollout(policy, "UserFork-v0", 24, num_envs=4, vectorization="sync", record_paths=20)
+    assert len(r.paths) == 20 and len(set(r.length[:20].tolist())) > 1  # lengths differ: the order is tested
+    for j, path in enumerate(r.paths):
+        assert path.shape == (int(r.length[j]) + 1, 3)
+        if r.success[j]:  # the last position lies at the goal the episode's mode names
+            assert np.linalg.norm(path[-1, :2] - GOALS[int(r.info["mode"][j])]) < 0.2 + 1e-5
+    assert bool(r.success[:20].any())
