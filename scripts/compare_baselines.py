@@ -6,6 +6,7 @@
     python scripts/compare_baselines.py --task all             # every task, then results/summary.md
     python scripts/compare_baselines.py --seeds 0 --policies lvm gmm --steps 500 --out /tmp/cmp
     python scripts/compare_baselines.py --demos my-dataset-v0 --out results/mine   # any dataset
+    python scripts/compare_baselines.py --summary-only          # rewrite results/summary.md from what is there
 
 For each task (its default demonstrations, collected when missing) writes ``results/<task>/results.md`` (mean
 and spread over seeds of every metric, both acting modes, training time), ``results.json`` (every run's metrics)
@@ -107,6 +108,8 @@ class Args:
     """evaluation episodes per run and acting mode (default: 10,000; 1,000 on the MuJoCo mazes)"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """device of training and rollouts"""
+    summary_only: bool = False
+    """only rewrite <out>/summary.md from the results.json files below <out>"""
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -144,6 +147,9 @@ def reusable(run: Path, cfg: TrainConfig) -> bool:
 
 
 def main(args: Args) -> None:
+    if args.summary_only:
+        write_summary(args.out)
+        return
     if not args.seeds or not args.policies:
         raise ConfigError("--seeds and --policies need at least one value each")
     unknown = [p for p in args.policies if p not in ROWS]
@@ -172,13 +178,16 @@ SUMMARY = [("success_rate", "success", "{:.3f}"), ("mode_tv", "mode TV", "{:.3f}
 
 
 def write_summary(out: Path) -> None:
-    """results/summary.md: per class (sampled actions) and task, mean over seeds, from every results.json."""
-    tasks = [t for t in TASKS if (out / t / "results.json").is_file()]
+    """results/summary.md: per class (sampled actions) and task, mean over seeds, from every results.json: the
+    benchmark tasks' first, then any other comparison written below ``out`` (e.g. ``--out results/modern``)."""
+    found = sorted(str(f.parent.relative_to(out)) for f in out.glob("**/results.json"))
+    tasks = [t for t in TASKS if t in found] + [t for t in found if t not in TASKS]
     records = {t: json.loads((out / t / "results.json").read_text()) for t in tasks}
     policies = list(dict.fromkeys(r["policy"] for t in tasks for r in records[t]))  # first-seen order
     head = " | ".join(f"{t}: success / mode TV / NLL / train s" for t in tasks)
     lines = [
-        "Sampled actions; mean over the seeds of each task's results.json (10,000 evaluation episodes per run, 1,000 on the mazes).",
+        "Sampled actions; mean over the seeds of each column's results.json (10,000 evaluation episodes per run, 1,000 on "
+        "the mazes); a column named by a folder is a comparison written there (see its results.md for its seeds).",
         "",
         f"| policy | {head} |",
         "|---|" + "---|" * len(tasks),

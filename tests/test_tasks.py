@@ -167,3 +167,7 @@ def test_compare_baselines_end_to_end_reuses_only_matching_runs(tmp_path):
     assert (tmp_path / "runs" / "gmm-seed0" / "metrics.json").stat().st_mtime_ns == stamp  # reused
     assert run(*args, "--steps", "31", "--device", "cpu").returncode == 0
     assert (tmp_path / "runs" / "gmm-seed0" / "metrics.json").stat().st_mtime_ns != stamp  # retrained
+    # --summary-only: the comparison just written (a folder of its own, not a benchmark task) becomes a column
+    assert run("scripts/compare_baselines.py", "--summary-only", "--out", str(tmp_path)).returncode == 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| out: success / mode TV / NLL / train s |" in summary and "| lvm-episode | " in summary
