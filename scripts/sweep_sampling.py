@@ -79,10 +79,10 @@ def main(args: Args) -> None:
             f"| {m.get('modes_covered', float('nan'))} | {seconds:.0f} |"
         )
         print(lines[-1], flush=True)
+        if args.out:  # after every value, so that a run cut short keeps what it measured
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
