@@ -314,7 +314,6 @@ def maze_table(args: Args) -> None:
     """Where an evaluation step of a MuJoCo PointMaze goes: the simulator alone, gymnasium's vector env with
     random actions, the package's evaluation (vector env + one batched ``policy.act`` per step), and the
     policy's forward pass alone at the vector env's batch."""
-    import envs.point_maze  # noqa: F401  (fails with one line without gymnasium-robotics)
     from lvm_policy.evaluate import rollout
 
     env_id, n = "PointMazeTwoRoutes-v0", 16
