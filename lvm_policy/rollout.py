@@ -304,7 +304,7 @@ def rollout_gym_vector(
             length += 1
             done = terminated | truncated
             final = info.get("final_info", {})
-            for i in range(K):  # the paths of the first P episodes, for figures
+            for i in range(K if P else 0):  # the paths of the first P episodes, for figures
                 if i + K * count[i] >= P:
                     continue
                 if done[i]:  # the episode's own last observation (obs already holds the next episode's)
