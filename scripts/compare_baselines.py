@@ -178,16 +178,30 @@ SUMMARY = [("success_rate", "success", "{:.3f}"), ("mode_tv", "mode TV", "{:.3f}
 
 
 def write_summary(out: Path) -> None:
-    """results/summary.md: per class (sampled actions) and task, mean over seeds, from every results.json: the
-    benchmark tasks' first, then any other comparison written below ``out`` (e.g. ``--out results/modern``)."""
-    found = sorted(str(f.parent.relative_to(out)) for f in out.glob("**/results.json"))
-    tasks = [t for t in TASKS if t in found] + [t for t in found if t not in TASKS]
-    records = {t: json.loads((out / t / "results.json").read_text()) for t in tasks}
+    """results/summary.md: per class (sampled actions) and task, mean over seeds, from every results.json below
+    ``out``. A comparison in a folder named like a task (``results/modern/slalom``) fills that task's column with
+    the classes it adds; a class already in ``results/<task>`` is taken from there. Other folders get their own
+    column."""
+    found = sorted(f.parent.relative_to(out) for f in out.glob("**/results.json"))
+    found.sort(key=lambda folder: len(folder.parts))  # results/<task> before results/<x>/<task>
+    sources: dict[str, list[Path]] = {}
+    for folder in found:
+        column = folder.name if folder.name in TASKS else str(folder)
+        sources.setdefault(column, []).append(folder)
+    tasks = [t for t in TASKS if t in sources] + [t for t in sources if t not in TASKS]
+    records: dict[str, list[dict]] = {}
+    for t in tasks:
+        records[t], taken = [], set()
+        for folder in sources[t]:
+            rows = json.loads((out / folder / "results.json").read_text())
+            new = [r for r in rows if r["policy"] not in taken]
+            taken |= {r["policy"] for r in new}
+            records[t] += new
     policies = list(dict.fromkeys(r["policy"] for t in tasks for r in records[t]))  # first-seen order
     head = " | ".join(f"{t}: success / mode TV / NLL / train s" for t in tasks)
     lines = [
-        "Sampled actions; mean over the seeds of each column's results.json (10,000 evaluation episodes per run, 1,000 on "
-        "the mazes); a column named by a folder is a comparison written there (see its results.md for its seeds).",
+        "Sampled actions; mean over the seeds of each column's results.json files (10,000 evaluation episodes per "
+        "run, 1,000 on the mazes; see each folder's results.md for its seeds and spread).",
         "",
         f"| policy | {head} |",
         "|---|" + "---|" * len(tasks),
@@ -200,8 +214,10 @@ def write_summary(out: Path) -> None:
                 cells.append("–")
                 continue
             vals = [fmt.format(_mean_std([r.get(k) for r in rows])[0]) for k, _, fmt in SUMMARY]
+            vals = ["–" if v == "nan" else v for v in vals]  # e.g. bet's NLL: it has no density
             vals.append(f"{_mean_std([r.get('train_seconds') for r in rows])[0]:.0f}")
-            cells.append(" / ".join(vals))
+            seeds = len({r.get("seed") for r in rows})
+            cells.append(" / ".join(vals) + ("" if seeds > 1 else " (1 seed)"))
         lines.append(f"| {p} | " + " | ".join(cells) + " |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -244,6 +260,9 @@ def compare(args: Args, demos_ref: str, runs: Path, out: Path, bench: Benchmark)
                 names, figure = env_figure(env)
                 panels.append(demo_panel(demos))
             for deterministic in (False, True):
+                if deterministic and not policy.low_noise_differs:  # the same procedure: its result, not a rerun
+                    records.append(dict(records[-1], deterministic=True))
+                    continue
                 t = time.perf_counter()
                 m = evaluate(policy, env, reference, heldout, episodes, deterministic, device, **vector)
                 m.update(

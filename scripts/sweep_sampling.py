@@ -3,6 +3,9 @@
 python scripts/sweep_sampling.py runs/compare/tree_avoid/flow-seed0 --option steps --values 1 2 3 5 10 20
 python scripts/sweep_sampling.py runs/compare/tree_avoid/diffusion-seed0 --option inference_steps \\
     --values 5 10 20 50 100 --episodes 2000
+python scripts/sweep_sampling.py runs/compare/tree_avoid/diffusion-seed0 --option eta --values 0 0.5 1
+python scripts/sweep_sampling.py runs/compare/tree_avoid/diffusion-seed0 --option inference_steps \\
+    --values 10 20 50 100 --fixed eta=1
 
 For the iterative samplers: flow's Euler steps (``steps``) and diffusion's DDIM steps (``inference_steps``)
 are chosen at acting time, so one trained run answers how success and mode fidelity depend on them. Every
@@ -33,16 +36,36 @@ class Args:
     """a run folder written by train_bc.py (its best/ policy is evaluated)"""
     option: str = "steps"
     """a field of the policy's config that only acting reads (e.g. flow: steps; diffusion: inference_steps)"""
-    values: list[int] = field(default_factory=lambda: [1, 2, 3, 5, 10, 20])
-    """the values to evaluate"""
+    values: list[float] = field(default_factory=lambda: [1, 2, 3, 5, 10, 20])
+    """the values to evaluate (cast to the option's type: steps are integers, diffusion's eta a float)"""
     episodes: int = 10_000
     """evaluation episodes per value"""
+    fixed: list[str] = field(default_factory=list)
+    """other acting options held at a value for the whole sweep, as NAME=VALUE (e.g. eta=1)"""
     deterministic: bool = False
     """low-noise acting instead of sampled"""
     device: str = "auto"
     """cpu, cuda or auto"""
     out: Path | None = None
     """also write the table here"""
+
+
+def _cast(name: str, value: float | str, like: object) -> int | float:
+    """``value`` as the type of the option's current value ``like`` (int or float)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} takes a number, got {value!r}") from None
+    if isinstance(like, int) and number != int(number):
+        raise ConfigError(f"{name} takes whole numbers, got {value}")
+    return int(number) if isinstance(like, int) else number
+
+
+def _parse_fixed(item: str, config: object, names: set[str]) -> tuple[str, int | float]:
+    name, sep, value = item.partition("=")
+    if not sep or name not in names:
+        raise ConfigError(f"--fixed wants NAME=VALUE with NAME an option of the policy, got {item!r}")
+    return name, _cast(name, value, getattr(config, name))
 
 
 def main(args: Args) -> None:
@@ -56,19 +79,24 @@ def main(args: Args) -> None:
         raise ConfigError("--episodes must be at least 1 and --values needs at least one value")
     device = resolve_device(args.device)
     policy = load_policy(args.run, device)
-    if args.option not in {f.name for f in dataclasses.fields(policy.config)}:
+    names = {f.name for f in dataclasses.fields(policy.config)}
+    fixed = dict(_parse_fixed(item, policy.config, names) for item in args.fixed)
+    if args.option not in names:
         raise ConfigError(f"{policy.name} has no option {args.option!r}")
+    policy.config = dataclasses.replace(policy.config, **fixed)
     reference, _ = validation_split(args.run, device)  # the demonstrations' mode shares, for mode TV
     env = EnvSpec.from_json(policy.env_spec_json) if policy.env_spec_json else policy.env_id
     trained = getattr(policy.config, args.option)
     lines = [
         f"{policy.name} from {args.run} (trained with {args.option} = {trained}), {args.episodes} episodes per value, "
-        f"{'low-noise' if args.deterministic else 'sampled'} actions, device {device}",
+        f"{'low-noise' if args.deterministic else 'sampled'} actions, device {device}"
+        + "".join(f", {k} = {v}" for k, v in fixed.items()),
         "",
         f"| {args.option} | success | mode TV | modes covered | eval s |",
         "|---|---|---|---|---|",
     ]
     for value in args.values:
+        value = _cast(args.option, value, trained)
         policy.config = dataclasses.replace(policy.config, **{args.option: value})
         policy.config.validate()
         t = time.perf_counter()

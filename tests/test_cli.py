@@ -252,3 +252,15 @@ def test_corrupt_dataset_through_the_cli(small_demos, tmp_path):
     r = run("scripts/train_bc.py", "--demos", str(bad), "--out", str(tmp_path / "r"), *SMALL)
     assert_one_line_error(r, str(bad), "cannot read")
     assert not (tmp_path / "r").exists()
+
+
+def test_sweep_sampling_table_and_bad_values(trained_run, tmp_path):
+    """One trained run evaluated under two values of an acting option, another held fixed; bad values fail."""
+    out = tmp_path / "sweep.md"
+    args = ["scripts/sweep_sampling.py", str(trained_run), "--episodes", "20", "--device", "cpu"]
+    r = run(*args, "--option", "max_std", "--values", "0.5", "2", "--fixed", "min_std=0.05", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    table = out.read_text()
+    assert "min_std = 0.05" in table and "| 0.5 |" in table and "| 2.0 |" in table
+    assert_one_line_error(run(*args, "--option", "max_std", "--values", "1", "--fixed", "bogus=1"), "--fixed")
+    assert_one_line_error(run(*args, "--option", "num_components", "--values", "2.5"), "whole numbers")

@@ -227,12 +227,16 @@ def _ddpm_reference(p, obs_n, n):
     return p.denormalize_act(x)
 
 
-def test_ddim_with_every_step_matches_ddpm():
+@pytest.mark.parametrize("prediction", ["epsilon", "sample"])
+def test_ddim_with_every_step_matches_ddpm(prediction):
+    """DDIM over all 100 steps (eta 1: ancestral, eta 0: deterministic) samples what textbook DDPM samples, for
+    a network that predicts the noise and for one that predicts the clean action (converted to noise)."""
     from lvm_policy.policies.diffusion import DiffusionConfig
 
     torch.manual_seed(0)
     obs, act = _toy()
-    p = _train(make_policy("diffusion", 3, 2, DiffusionConfig(hidden_dim=64, num_layers=2)), obs, act, 600)
+    config = DiffusionConfig(hidden_dim=64, num_layers=2, prediction=prediction)
+    p = _train(make_policy("diffusion", 3, 2, config), obs, act, 600)
     s = p.normalize_obs(torch.zeros(1, 3))
     n = 4000
     with torch.no_grad():

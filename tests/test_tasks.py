@@ -171,3 +171,46 @@ def test_compare_baselines_end_to_end_reuses_only_matching_runs(tmp_path):
     assert run("scripts/compare_baselines.py", "--summary-only", "--out", str(tmp_path)).returncode == 0
     summary = (tmp_path / "summary.md").read_text()
     assert "| out: success / mode TV / NLL / train s |" in summary and "| lvm-episode | " in summary
+
+
+def _write_results(folder, rows):
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(rows))
+
+
+def test_summary_merges_a_task_named_comparison_into_its_column(tmp_path):
+    """results/modern/tree_avoid adds its classes to the tree_avoid column; a class already in results/tree_avoid
+    comes from there; a class without a density shows no NLL; a single seed is marked."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("compare_baselines", "scripts/compare_baselines.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+
+    def row(policy, seed, success, nll=-3.0):
+        return dict(
+            policy=policy,
+            seed=seed,
+            deterministic=False,
+            success_rate=success,
+            mode_tv=0.01,
+            nll=nll,
+            train_seconds=10.0,
+        )
+
+    _write_results(tmp_path / "tree_avoid", [row("gmm", 0, 0.9), row("gmm", 1, 0.8)])
+    _write_results(tmp_path / "modern" / "tree_avoid", [row("gmm", 0, 0.1), row("bet", 0, 0.7, float("nan"))])
+    _write_results(tmp_path / "mine", [row("flow", 0, 0.5)])
+    module.write_summary(tmp_path)
+    lines = (tmp_path / "summary.md").read_text().splitlines()
+    assert (
+        lines[2]
+        == "| policy | tree_avoid: success / mode TV / NLL / train s | mine: success / mode TV / NLL / train s |"
+    )
+    assert "| gmm | 0.850 / 0.010 / -3.00 / 10 | – |" in lines
+    assert "| bet | 0.700 / 0.010 / – / 10 (1 seed) | – |" in lines
+    assert "| flow | – | 0.500 / 0.010 / -3.00 / 10 (1 seed) |" in lines

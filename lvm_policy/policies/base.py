@@ -72,6 +72,9 @@ class Policy(nn.Module):
     name: ClassVar[str]
     config_class: ClassVar[type[PolicyConfig]]
     has_density: ClassVar[bool] = True  # False: log_prob is undefined (NaN), e.g. a categorical over points
+    # False where the class injects no noise beyond its (still drawn) mode choice, so that low-noise acting is the
+    # same procedure as sampling: an evaluation of both acting modes then needs to run only one.
+    low_noise_differs: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -68,6 +68,7 @@ class BeTPolicy(Policy):
     name = "bet"
     config_class = BeTConfig
     has_density = False
+    low_noise_differs = False
 
     def __init__(self, obs_dim: int, act_dim: int, config: BeTConfig | None = None, **kw):
         super().__init__(obs_dim, act_dim, config or BeTConfig(), **kw)

@@ -53,6 +53,7 @@ class FlowConfig(PolicyConfig):
 class FlowPolicy(Policy):
     name = "flow"
     config_class = FlowConfig
+    low_noise_differs = False
 
     def __init__(self, obs_dim: int, act_dim: int, config: FlowConfig | None = None, **kw):
         super().__init__(obs_dim, act_dim, config or FlowConfig(), **kw)
