@@ -22,7 +22,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -121,14 +121,21 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _identity(config: dict) -> dict:
-    """The part of a stored config that decides what a run learns: without the options in NOT_PART_OF_A_RUN
-    and without the option sections of the other policy classes."""
+    """The part of a stored config that decides what a run learns: without the options in NOT_PART_OF_A_RUN,
+    without the option sections of the other policy classes, and with the class's options as they take effect
+    (an option that defaults by context, such as the lvm's beta, compares by the value it stood for)."""
+    from lvm_policy.policies import policy_class
+
     classes = get_args(PolicyName)
-    return {
+    identity = {
         k: v
         for k, v in config.items()
         if k not in NOT_PART_OF_A_RUN and k != "environment" and (k not in classes or k == config["policy"])
     }
+    name = config["policy"]
+    if isinstance(identity.get(name), dict):
+        identity[name] = asdict(policy_class(name).config_class(**identity[name]).effective())
+    return identity
 
 
 def reusable(run: Path, cfg: TrainConfig) -> bool:

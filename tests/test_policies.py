@@ -366,3 +366,14 @@ def test_episode_latent_changes_only_at_episode_starts():
     policy.predict(o, episode_start=np.array([True, False, False, True]), deterministic=True)
     z2 = policy._held_z
     assert torch.equal(z2[1:3], z0[1:3]) and not torch.equal(z2[[0, 3]], z0[[0, 3]])
+
+
+def test_lvm_beta_defaults_by_scope_and_an_explicit_beta_wins():
+    for scope, beta in (("step", 1.0), ("episode", 0.2)):
+        p = make_policy("lvm", 3, 2, LatentConfig(latent_scope=scope, beta_warmup_steps=10))
+        p.on_train_step(5)
+        assert p.beta_now == pytest.approx(beta / 2)
+        p.on_train_step(50)
+        assert p.beta_now == pytest.approx(beta) and p.config.effective().beta == pytest.approx(beta)
+    p = make_policy("lvm", 3, 2, LatentConfig(latent_scope="episode", beta=0.7, beta_warmup_steps=0))
+    assert p.beta_now == pytest.approx(0.7)

