@@ -61,6 +61,9 @@ ROWS = {
     "bet": ("bet", {}),
     "gaussian": ("gaussian", {}),
 }
+DEFAULT_ROWS = list(ROWS)
+# Ablations: rows that only --policies asks for.
+ROWS["lvm-episode-beta1"] = ("lvm", {"latent_scope": "episode", "beta": 1.0})  # the true ELBO (default: 0.2)
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,9 @@ TASKS = {
 class Args:
     task: Literal["tree_avoid", "slalom", "slalom_coupled", "multigoal", "maze2", "maze3", "all"] = "tree_avoid"
     """benchmark task (its default demonstrations), or all of them"""
-    policies: list[str] = field(default_factory=lambda: list(ROWS))
-    """rows to compare: a policy class, or lvm-episode (the lvm with --lvm.latent-scope episode)"""
+    policies: list[str] = field(default_factory=lambda: list(DEFAULT_ROWS))
+    """rows to compare: a policy class, lvm-episode (the lvm with --lvm.latent-scope episode), or the ablation
+    lvm-episode-beta1 (the same with --lvm.beta 1)"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """training seeds"""
     steps: int | None = None
