@@ -7,6 +7,7 @@
     python scripts/compare_baselines.py --seeds 0 --policies lvm gmm --steps 500 --out /tmp/cmp
     python scripts/compare_baselines.py --demos my-dataset-v0 --out results/mine   # any dataset
     python scripts/compare_baselines.py --summary-only          # rewrite results/summary.md from what is there
+    python scripts/compare_baselines.py --policies bet:num_bins=16 bet:num_bins=64 --seeds 0 --out results/bet_bins
 
 For each task (its default demonstrations, collected when missing) writes ``results/<task>/results.md`` (mean
 and spread over seeds of every metric, both acting modes, training time), ``results.json`` (every run's metrics)
@@ -66,6 +67,38 @@ DEFAULT_ROWS = list(ROWS)
 ROWS["lvm-episode-beta1"] = ("lvm", {"latent_scope": "episode", "beta": 1.0})  # the true ELBO (default: 0.2)
 
 
+def row_spec(name: str) -> tuple[str, dict]:
+    """A row's class and options: a name of ROWS, or ``ROW:option=value[,option=value]`` (e.g. ``bet:num_bins=16``,
+    ``lvm-episode:beta=0.05``), the row's options with some replaced. Values take the option's type."""
+    import dataclasses
+
+    from lvm_policy.policies import policy_class
+
+    base, _, extra = name.partition(":")
+    if base not in ROWS:
+        raise ConfigError(f"unknown row {base!r} in --policies; choose from {', '.join(ROWS)} (or ROW:option=value)")
+    cls, options = ROWS[base]
+    if not extra:
+        return cls, options
+    defaults = {f.name: f.default for f in dataclasses.fields(policy_class(cls).config_class)}
+    options = dict(options)
+    for item in extra.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or key not in defaults:
+            raise ConfigError(f"--policies {name!r}: {item!r} is not option=value with an option of {cls}")
+        kind = type(options.get(key, defaults[key]))
+        try:
+            options[key] = {bool: lambda v: v.lower() in ("1", "true"), type(None): float}.get(kind, kind)(value)
+        except ValueError:
+            raise ConfigError(f"--policies {name!r}: {key} takes a {kind.__name__}, got {value!r}") from None
+    return cls, options
+
+
+def run_name(name: str) -> str:
+    """The run folder's name for a row (``bet:num_bins=16`` -> ``bet-num_bins16``)."""
+    return name.replace(":", "-").replace("=", "").replace(",", "-")
+
+
 @dataclass(frozen=True)
 class Benchmark:
     """A benchmark task: its default demonstrations and how much evaluation its simulator affords."""
@@ -96,8 +129,8 @@ class Args:
     task: Literal["tree_avoid", "slalom", "slalom_coupled", "multigoal", "maze2", "maze3", "all"] = "tree_avoid"
     """benchmark task (its default demonstrations), or all of them"""
     policies: list[str] = field(default_factory=lambda: list(DEFAULT_ROWS))
-    """rows to compare: a policy class, lvm-episode (the lvm with --lvm.latent-scope episode), or the ablation
-    lvm-episode-beta1 (the same with --lvm.beta 1)"""
+    """rows to compare: a policy class, lvm-episode (the lvm with --lvm.latent-scope episode), the ablation
+    lvm-episode-beta1 (the same with --lvm.beta 1), or any of them with options changed: ROW:option=value[,...]"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """training seeds"""
     steps: int | None = None
@@ -163,9 +196,8 @@ def main(args: Args) -> None:
         return
     if not args.seeds or not args.policies:
         raise ConfigError("--seeds and --policies need at least one value each")
-    unknown = [p for p in args.policies if p not in ROWS]
-    if unknown:
-        raise ConfigError(f"unknown --policies {unknown}; choose from {', '.join(ROWS)}")
+    for name in args.policies:
+        row_spec(name)  # an unknown row or option fails here, before any training
     if args.episodes is not None and args.episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
     if args.demos is not None:
@@ -254,8 +286,8 @@ def compare(args: Args, demos_ref: str, runs: Path, out: Path, bench: Benchmark)
     records, panels, env, names, figure = [], [], None, [], {}
     for name in args.policies:
         for seed in args.seeds:
-            run = runs / f"{name}-seed{seed}"
-            cls, options = ROWS[name]
+            run = runs / f"{run_name(name)}-seed{seed}"
+            cls, options = row_spec(name)
             cfg = replace(base, policy=cls, seed=seed, out=run)
             cfg = replace(cfg, **{cls: replace(getattr(cfg, cls), **options)})
             if not reusable(run, cfg):

@@ -242,3 +242,15 @@ def test_summary_merges_a_task_named_comparison_into_its_column(tmp_path):
     assert "| gmm | 0.850 / 0.010 / -3.00 / 10 | – |" in lines
     assert "| bet | 0.700 / 0.010 / – / 10 (1 seed) | – |" in lines
     assert "| flow | – | 0.500 / 0.010 / -3.00 / 10 (1 seed) |" in lines
+
+
+def test_compare_rows_with_changed_options():
+    from lvm_policy.errors import ConfigError
+
+    module = _compare_module()
+    assert module.row_spec("bet:num_bins=16") == ("bet", {"num_bins": 16})
+    assert module.row_spec("lvm-episode:beta=0.05") == ("lvm", {"latent_scope": "episode", "beta": 0.05})
+    assert module.run_name("lvm-episode:beta=0.05,latent_dim=1") == "lvm-episode-beta0.05-latent_dim1"
+    for bad, words in (("bet:num_bins=x", "takes a int"), ("bet:nope=1", "option=value"), ("zzz", "unknown row")):
+        with pytest.raises(ConfigError, match=words):
+            module.row_spec(bad)

@@ -48,8 +48,9 @@ def kmeans(x: torch.Tensor, k: int, seed: int, iterations: int = 50, max_points:
 
 @dataclass
 class BeTConfig(PolicyConfig):
-    num_bins: int = 32
-    """k of k-means: bins over the demonstration actions"""
+    num_bins: int = 64
+    """k of k-means: bins over the demonstration actions (TreeAvoid seed 0, success: k = 8 0.976, 16 0.963, 32 0.989,
+    64 0.992, 128 0.994; README, "BeT's bins")"""
     focal_gamma: float = 2.0
     """focusing parameter of the focal loss on the bins (0: cross-entropy)"""
     offset_weight: float = 1.0
