@@ -240,7 +240,8 @@ def write_summary(out: Path) -> None:
             new = [r for r in rows if r["policy"] not in taken]
             taken |= {r["policy"] for r in new}
             records[t] += new
-    policies = list(dict.fromkeys(r["policy"] for t in tasks for r in records[t]))  # first-seen order
+    # first-seen order; ablation rows (lvm-episode-beta1, ROW:option=value) stay in their own results.md
+    policies = [p for p in dict.fromkeys(r["policy"] for t in tasks for r in records[t]) if p in DEFAULT_ROWS]
     head = " | ".join(f"{t}: success / mode TV / NLL / train s" for t in tasks)
     lines = [
         "Sampled actions; mean over the seeds of each column's results.json files (10,000 evaluation episodes per "

@@ -232,7 +232,7 @@ def test_summary_merges_a_task_named_comparison_into_its_column(tmp_path):
 
     _write_results(tmp_path / "tree_avoid", [row("gmm", 0, 0.9), row("gmm", 1, 0.8)])
     _write_results(tmp_path / "modern" / "tree_avoid", [row("gmm", 0, 0.1), row("bet", 0, 0.7, float("nan"))])
-    _write_results(tmp_path / "mine", [row("flow", 0, 0.5)])
+    _write_results(tmp_path / "mine", [row("flow", 0, 0.5), row("bet:num_bins=8", 0, 0.4)])
     module.write_summary(tmp_path)
     lines = (tmp_path / "summary.md").read_text().splitlines()
     assert (
@@ -242,6 +242,7 @@ def test_summary_merges_a_task_named_comparison_into_its_column(tmp_path):
     assert "| gmm | 0.850 / 0.010 / -3.00 / 10 | – |" in lines
     assert "| bet | 0.700 / 0.010 / – / 10 (1 seed) | – |" in lines
     assert "| flow | – | 0.500 / 0.010 / -3.00 / 10 (1 seed) |" in lines
+    assert not any(line.startswith("| bet:num_bins=8") for line in lines)  # an ablation row stays out
 
 
 def test_compare_rows_with_changed_options():
