@@ -377,3 +377,14 @@ def test_lvm_beta_defaults_by_scope_and_an_explicit_beta_wins():
         assert p.beta_now == pytest.approx(beta) and p.config.effective().beta == pytest.approx(beta)
     p = make_policy("lvm", 3, 2, LatentConfig(latent_scope="episode", beta=0.7, beta_warmup_steps=0))
     assert p.beta_now == pytest.approx(0.7)
+
+
+def test_lvm_prior_scale_zero_draws_component_means():
+    torch.manual_seed(0)
+    p = make_policy("lvm", 3, 2, LatentConfig(prior_scale=0.0)).eval()
+    obs_n = torch.randn(5, 3)
+    with torch.no_grad():
+        z = p._prior_sample(obs_n, 50)  # (5, 50, dz)
+        means = p.prior_params(obs_n)[1]  # (5, K, dz)
+    distance = (z[:, :, None] - means[:, None]).norm(dim=-1).min(-1).values  # to the nearest component mean
+    assert float(distance.max()) < 1e-6

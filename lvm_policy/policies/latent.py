@@ -86,6 +86,9 @@ class LatentConfig(PolicyConfig):
     """upper clamp of the encoder's and prior's log-variance"""
     iwae_samples: int = 64
     """K of the importance-weighted bound reported by log_prob"""
+    prior_scale: float = 1.0
+    """acting only: factor on the prior components' standard deviations when z is drawn (1 samples p(z|s); 0 plays
+    a drawn component's mean), a probe for prior holes (README, "The episode latent's beta")"""
 
     def validate(self) -> None:
         super().validate()
@@ -99,6 +102,8 @@ class LatentConfig(PolicyConfig):
             raise ValueError(f"latent_scope must be step or episode and segment_batch >= 1, got {self.latent_scope}")
         if not 0 < self.min_std <= self.max_std:
             raise ValueError(f"need 0 < min_std <= max_std, got {self.min_std}, {self.max_std}")
+        if self.prior_scale < 0:
+            raise ValueError(f"prior_scale must be >= 0, got {self.prior_scale}")
 
     @property
     def final_beta(self) -> float:
@@ -314,7 +319,7 @@ class LatentPolicy(Policy):
         k = categorical_sample(log_w, n) if K > 1 else log_w.new_zeros(B, n, dtype=torch.long)
         idx = k[..., None].expand(B, n, dz)
         mu, lv = mean.gather(1, idx), log_var.gather(1, idx)  # (B, n, dz)
-        return mu + torch.exp(0.5 * lv) * torch.randn_like(mu)
+        return mu + self.config.prior_scale * torch.exp(0.5 * lv) * torch.randn_like(mu)
 
     def _sample(self, obs_n, n):
         z = self._prior_sample(obs_n, n)
