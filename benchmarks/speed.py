@@ -10,6 +10,8 @@
    through its SB3 ``predict``, and (c) the policy's forward pass alone on the same batch, which bounds (a).
    On CUDA, per class (``--policies``) and number of environments: the evaluator's step eager and replayed from
    one CUDA graph, and the forward pass alone eager and in a graph. Ratios are from the same run.
+1b. classes: the evaluator's rollout step on TreeAvoid's batched twin at ``--class-envs`` environments for every
+   class (and the episode-scope lvm): what acting costs per class, relative to the lvm.
 2. variants (CUDA): the lvm's graph-replayed step under float32 matmuls, TF32 matmuls and ``torch.compile``.
 3. latency: one ``predict`` call at batch 1 on the CPU, median and p99 in microseconds, per class.
 4. generic: environment steps per second of the path every env gets (gymnasium's vector env of the single
@@ -48,8 +50,8 @@ from lvm_policy.train import TrainConfig, gradient_step, make_optimizer  # noqa:
 
 @dataclass
 class Args:
-    tables: list[Literal["rollout", "variants", "latency", "generic", "training", "maze"]] = field(
-        default_factory=lambda: ["rollout", "latency", "generic", "training"]
+    tables: list[Literal["rollout", "classes", "variants", "latency", "generic", "training", "maze"]] = field(
+        default_factory=lambda: ["rollout", "classes", "latency", "generic", "training"]
     )
     """which tables to print (variants: CUDA only; maze: needs the maze extra, not in the default list)"""
     device: Literal["cpu", "cuda"] = "cpu"
@@ -60,6 +62,8 @@ class Args:
     """CUDA rollout table: the classes measured (those other than --policy at the sizes in --other-envs)"""
     envs: list[int] = field(default_factory=lambda: [1, 64, 1024, 16384])
     """batch sizes of the rollout table"""
+    class_envs: int = 1024
+    """classes table: environments of the batched rollout every class is measured on"""
     other_envs: list[int] = field(default_factory=lambda: [1024, 65536, 1048576])
     """CUDA rollout table: the sizes at which the classes other than --policy are measured"""
     variant_envs: list[int] = field(default_factory=lambda: [65536, 1048576])
@@ -161,6 +165,37 @@ def rollout_table(args: Args) -> None:
         print(
             f"| {n:,} | {a:,.0f} | {a_eval:,.0f} | {b:,.0f} | {c:,.0f} | {a / c:.2f} | {a_eval / c:.2f} | {a / b:.1f} |"
         )
+
+
+@torch.no_grad()
+def classes_table(args: Args) -> None:
+    """Every registered class (and the episode-scope lvm) driving the evaluator's rollout step on TreeAvoid's
+    batched twin: what acting costs per class at one batch size."""
+    from lvm_policy.policies.latent import LatentConfig
+
+    device, n = torch.device(args.device), args.class_envs
+    steps = _steps_for(n)
+    print(f"\n### Evaluation step per class, TreeAvoid-v0, {n:,} envs, {device}, torch {torch.__version__}")
+    print("| policy | steps/s | µs per batched step | relative to lvm |")
+    print("|---|---|---|---|")
+    rows = [(name, _policy_for(name, device)) for name in list_policies()]
+    rows.append(
+        ("lvm (episode scope)", make_policy("lvm", 3, 2, LatentConfig(latent_scope="episode")).to(device).eval())
+    )
+    rates = {}
+    for name, policy in rows:
+        env = TreeAvoidVectorEnv(num_envs=n, device=device)
+        obs0, info0 = env.reset(seed=0)
+        step, _ = make_rollout_step(policy, env, obs0, info0, deterministic=False, record=0)
+        step()  # allocate
+
+        def run(step=step):
+            for _ in range(steps):
+                step()
+
+        rates[name] = n * steps / _median_time(run, args.repeats, device)
+    for name, rate in rates.items():
+        print(f"| {name} | {rate:,.0f} | {1e6 * n / rate:,.0f} | {rate / rates['lvm']:.2f} |")
 
 
 def _graph_of(fn):
@@ -400,6 +435,7 @@ if __name__ == "__main__":
     if "variants" in a.tables and a.device != "cuda":
         sys.exit("error: the variants table measures CUDA graphs: use --device cuda")
     tables = {
+        "classes": classes_table,
         "rollout": rollout_table,
         "variants": cuda_variants_table,
         "latency": latency_table,
