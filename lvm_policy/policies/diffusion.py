@@ -53,7 +53,7 @@ class DiffusionConfig(PolicyConfig):
     """DDIM steps at acting time (a subsequence of the K training steps)"""
     eta: float = 1.0
     """DDIM noise: 0 deterministic given the start noise (the low-noise mode), 1 ancestral (with inference_steps =
-    train_steps: DDPM); 1 measured better on TreeAvoid (README, "Choosing the samplers")"""
+    train_steps: DDPM); 1 measured better on TreeAvoid (README, "Choosing diffusion's defaults")"""
     prediction: Literal["epsilon", "sample"] = "sample"
     """what the network predicts and is trained on: the clean action x_0 (measured better on TreeAvoid) or the
     noise (Ho et al.; Diffusion Policy's default)"""
