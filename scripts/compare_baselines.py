@@ -223,8 +223,8 @@ SUMMARY = [("success_rate", "success", "{:.3f}"), ("mode_tv", "mode TV", "{:.3f}
 def write_summary(out: Path) -> None:
     """results/summary.md: per class (sampled actions) and task, mean over seeds, from every results.json below
     ``out``. A comparison in a folder named like a task (``results/modern/slalom``) fills that task's column with
-    the classes it adds; a class already in ``results/<task>`` is taken from there. Other folders get their own
-    column."""
+    the classes it adds; a class in several of them is taken from the one with the most seeds (on a tie, from
+    ``results/<task>`` itself). Other folders get their own column."""
     found = sorted(f.parent.relative_to(out) for f in out.glob("**/results.json"))
     found.sort(key=lambda folder: len(folder.parts))  # results/<task> before results/<x>/<task>
     sources: dict[str, list[Path]] = {}
@@ -234,12 +234,15 @@ def write_summary(out: Path) -> None:
     tasks = [t for t in TASKS if t in sources] + [t for t in sources if t not in TASKS]
     records: dict[str, list[dict]] = {}
     for t in tasks:
-        records[t], taken = [], set()
+        best: dict[str, tuple[int, list[dict]]] = {}  # policy -> (seeds, its rows) from one folder
         for folder in sources[t]:
             rows = json.loads((out / folder / "results.json").read_text())
-            new = [r for r in rows if r["policy"] not in taken]
-            taken |= {r["policy"] for r in new}
-            records[t] += new
+            for p in dict.fromkeys(r["policy"] for r in rows):
+                mine = [r for r in rows if r["policy"] == p]
+                seeds = len({r.get("seed") for r in mine})
+                if p not in best or seeds > best[p][0]:  # ties: the shallower folder, read first
+                    best[p] = (seeds, mine)
+        records[t] = [r for _, mine in best.values() for r in mine]
     # first-seen order; ablation rows (lvm-episode-beta1, ROW:option=value) stay in their own results.md
     policies = [p for p in dict.fromkeys(r["policy"] for t in tasks for r in records[t]) if p in DEFAULT_ROWS]
     head = " | ".join(f"{t}: success / mode TV / NLL / train s" for t in tasks)

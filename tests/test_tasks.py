@@ -215,8 +215,8 @@ def _write_results(folder, rows):
 
 
 def test_summary_merges_a_task_named_comparison_into_its_column(tmp_path):
-    """results/modern/tree_avoid adds its classes to the tree_avoid column; a class already in results/tree_avoid
-    comes from there; a class without a density shows no NLL; a single seed is marked."""
+    """results/modern/tree_avoid adds its classes to the tree_avoid column; a class in several folders comes from
+    the one with the most seeds, on a tie from results/tree_avoid; a single seed is marked."""
     module = _compare_module()
 
     def row(policy, seed, success, nll=-3.0):
@@ -232,7 +232,8 @@ def test_summary_merges_a_task_named_comparison_into_its_column(tmp_path):
 
     _write_results(tmp_path / "tree_avoid", [row("gmm", 0, 0.9), row("gmm", 1, 0.8)])
     _write_results(tmp_path / "modern" / "tree_avoid", [row("gmm", 0, 0.1), row("bet", 0, 0.7, float("nan"))])
-    _write_results(tmp_path / "mine", [row("flow", 0, 0.5), row("bet:num_bins=8", 0, 0.4)])
+    _write_results(tmp_path / "bins" / "tree_avoid", [row("bet", 0, 0.6), row("bet", 1, 0.6)])  # more seeds
+    _write_results(tmp_path / "mine", [row("flow", 0, 0.5, float("nan")), row("bet:num_bins=8", 0, 0.4)])
     module.write_summary(tmp_path)
     lines = (tmp_path / "summary.md").read_text().splitlines()
     assert (
@@ -240,8 +241,8 @@ def test_summary_merges_a_task_named_comparison_into_its_column(tmp_path):
         == "| policy | tree_avoid: success / mode TV / NLL / train s | mine: success / mode TV / NLL / train s |"
     )
     assert "| gmm | 0.850 / 0.010 / -3.00 / 10 | – |" in lines
-    assert "| bet | 0.700 / 0.010 / – / 10 (1 seed) | – |" in lines
-    assert "| flow | – | 0.500 / 0.010 / -3.00 / 10 (1 seed) |" in lines
+    assert "| bet | 0.600 / 0.010 / -3.00 / 10 | – |" in lines
+    assert "| flow | – | 0.500 / 0.010 / – / 10 (1 seed) |" in lines  # no density: no NLL
     assert not any(line.startswith("| bet:num_bins=8") for line in lines)  # an ablation row stays out
 
 
