@@ -23,7 +23,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -70,8 +70,6 @@ ROWS["lvm-episode-beta1"] = ("lvm", {"latent_scope": "episode", "beta": 1.0})  #
 def row_spec(name: str) -> tuple[str, dict]:
     """A row's class and options: a name of ROWS, or ``ROW:option=value[,option=value]`` (e.g. ``bet:num_bins=16``,
     ``lvm-episode:beta=0.05``), the row's options with some replaced. Values take the option's type."""
-    import dataclasses
-
     from lvm_policy.policies import policy_class
 
     base, _, extra = name.partition(":")
@@ -80,15 +78,18 @@ def row_spec(name: str) -> tuple[str, dict]:
     cls, options = ROWS[base]
     if not extra:
         return cls, options
-    defaults = {f.name: f.default for f in dataclasses.fields(policy_class(cls).config_class)}
+    defaults = {f.name: f.default for f in fields(policy_class(cls).config_class)}
     options = dict(options)
     for item in extra.split(","):
         key, sep, value = item.partition("=")
         if not sep or key not in defaults:
             raise ConfigError(f"--policies {name!r}: {item!r} is not option=value with an option of {cls}")
         kind = type(options.get(key, defaults[key]))
+        kind = float if kind is type(None) else kind  # an option that defaults by context (the lvm's beta)
         try:
-            options[key] = {bool: lambda v: v.lower() in ("1", "true"), type(None): float}.get(kind, kind)(value)
+            if kind is bool and value.lower() not in ("true", "false"):
+                raise ValueError
+            options[key] = value.lower() == "true" if kind is bool else kind(value)
         except ValueError:
             raise ConfigError(f"--policies {name!r}: {key} takes a {kind.__name__}, got {value!r}") from None
     return cls, options
@@ -225,8 +226,8 @@ def write_summary(out: Path) -> None:
     ``out``. A comparison in a folder named like a task (``results/modern/slalom``) fills that task's column with
     the classes it adds; a class in several of them is taken from the one with the most seeds (on a tie, from
     ``results/<task>`` itself). Other folders get their own column."""
-    found = sorted(f.parent.relative_to(out) for f in out.glob("**/results.json"))
-    found.sort(key=lambda folder: len(folder.parts))  # results/<task> before results/<x>/<task>
+    # results/<task> before results/<x>/<task>, then alphabetically
+    found = sorted((f.parent.relative_to(out) for f in out.glob("**/results.json")), key=lambda d: (len(d.parts), d))
     sources: dict[str, list[Path]] = {}
     for folder in found:
         column = folder.name if folder.name in TASKS else str(folder)
