@@ -12,6 +12,10 @@
    one CUDA graph, and the forward pass alone eager and in a graph. Ratios are from the same run.
 1b. classes: the evaluator's rollout step on TreeAvoid's batched twin at ``--class-envs`` environments for every
    class (and the episode-scope lvm): what acting costs per class, relative to the lvm.
+1c. chunks: the same evaluation step for every class acting one step at a time (H = Ta = 1) and in chunks
+   (H = 16, Ta = 8; the networks emit the whole chunk), and for the chunked policies the two ways of replanning
+   the environments whose queue ran out: only those ("subset", a host sync) or all, kept by torch.where ("all",
+   capturable in a CUDA graph). Chunked acting makes a network call every Ta steps per environment.
 2. variants (CUDA): the lvm's graph-replayed step under float32 matmuls, TF32 matmuls and ``torch.compile``.
 3. latency: one ``predict`` call at batch 1 on the CPU, median and p99 in microseconds, per class.
 4. generic: environment steps per second of the path every env gets (gymnasium's vector env of the single
@@ -50,8 +54,8 @@ from lvm_policy.train import TrainConfig, gradient_step, make_optimizer  # noqa:
 
 @dataclass
 class Args:
-    tables: list[Literal["rollout", "classes", "variants", "latency", "generic", "training", "maze"]] = field(
-        default_factory=lambda: ["rollout", "classes", "latency", "generic", "training"]
+    tables: list[Literal["rollout", "classes", "chunks", "variants", "latency", "generic", "training", "maze"]] = field(
+        default_factory=lambda: ["rollout", "classes", "chunks", "latency", "generic", "training"]
     )
     """which tables to print (variants: CUDA only; maze: needs the maze extra, not in the default list)"""
     device: Literal["cpu", "cuda"] = "cpu"
@@ -63,7 +67,9 @@ class Args:
     envs: list[int] = field(default_factory=lambda: [1, 64, 1024, 16384])
     """batch sizes of the rollout table"""
     class_envs: int = 1024
-    """classes table: environments of the batched rollout every class is measured on"""
+    """classes and chunks tables: environments of the batched rollout every class is measured on"""
+    chunk: list[int] = field(default_factory=lambda: [16, 8])
+    """chunks table: the chunked policies' action horizon H and action steps Ta"""
     other_envs: list[int] = field(default_factory=lambda: [1024, 65536, 1048576])
     """CUDA rollout table: the sizes at which the classes other than --policy are measured"""
     variant_envs: list[int] = field(default_factory=lambda: [65536, 1048576])
@@ -428,6 +434,47 @@ def training_table(args: Args) -> None:
         print(f"| {name} | {' | '.join(rates)} | {', '.join(reached) or 'no runs in ' + str(args.runs)} |", flush=True)
 
 
+@torch.no_grad()
+def chunks_table(args: Args) -> None:
+    """Every class's evaluation step per step (1/1) and in chunks (H/Ta), replanning a subset or all envs."""
+    from lvm_policy.policies import CONFIG_CLASSES
+
+    device, n = torch.device(args.device), args.class_envs
+    H, Ta = args.chunk
+    steps = max(_steps_for(n), 2 * Ta)
+    print(f"\n### Chunked acting, TreeAvoid-v0, {n:,} envs, {device}, torch {torch.__version__}")
+    print(f"| policy | Ta = 1: steps/s | H = {H}, Ta = {Ta}, subset: steps/s | all: steps/s | chunked / per step |")
+    print("|---|---|---|---|---|")
+
+    def rate(policy) -> float:
+        env = TreeAvoidVectorEnv(num_envs=n, device=device)
+        obs0, info0 = env.reset(seed=0)
+        step, _ = make_rollout_step(policy, env, obs0, info0, deterministic=False, record=0)
+        step()  # allocate
+
+        def run():
+            for _ in range(steps):
+                step()
+
+        return n * steps / _median_time(run, args.repeats, device)
+
+    for name in list_policies():
+        torch.manual_seed(0)
+        per_step = rate(
+            make_policy(name, 3, 2, CONFIG_CLASSES[name](action_horizon=1, action_steps=1)).to(device).eval()
+        )
+        chunked = make_policy(name, 3, 2, CONFIG_CLASSES[name](action_horizon=H, action_steps=Ta)).to(device).eval()
+        by_replan = {}
+        for replan in ("subset", "all"):
+            chunked.replan = replan
+            by_replan[replan] = rate(chunked)
+        best = max(by_replan.values())
+        print(
+            f"| {name} | {per_step:,.0f} | {by_replan['subset']:,.0f} | {by_replan['all']:,.0f} | "
+            f"{best / per_step:.1f}x |"
+        )
+
+
 if __name__ == "__main__":
     a = tyro.cli(Args)
     if a.device == "cuda" and not torch.cuda.is_available():
@@ -436,6 +483,7 @@ if __name__ == "__main__":
         sys.exit("error: the variants table measures CUDA graphs: use --device cuda")
     tables = {
         "classes": classes_table,
+        "chunks": chunks_table,
         "rollout": rollout_table,
         "variants": cuda_variants_table,
         "latency": latency_table,

@@ -23,6 +23,7 @@ from gymnasium import spaces as gym_spaces
 
 from lvm_policy import spaces
 from lvm_policy.errors import DatasetError
+from lvm_policy.temporal import Windows
 
 
 @dataclass
@@ -87,6 +88,11 @@ class Demonstrations:
     def padded_episodes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Whole episodes padded to the longest: obs (E, T, O), act (E, T, A), mask (E, T) bool."""
         return pad_episodes(self.obs, self.act, self.episode, self.num_episodes)
+
+    def windows(self, obs_horizon: int, action_horizon: int) -> Windows:
+        """Every step's training window (To observations, a chunk of H actions) as index tensors into obs and act:
+        no copy of the data per window (see :mod:`lvm_policy.temporal`)."""
+        return Windows(self.episode, obs_horizon, action_horizon)
 
     def mode_shares(self, num_modes: int) -> list[float]:
         """Share of each mode among the episodes whose mode is known."""

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from gymnasium.envs.registration import EnvSpec
 
-from lvm_policy.data import Demonstrations, pad_episodes
+from lvm_policy.data import Demonstrations
 from lvm_policy.errors import ConfigError
 from lvm_policy.metrics import (
     context_bin_edges,
@@ -36,6 +36,7 @@ from lvm_policy.rollout import (
     rollout_torch_twin,
     time_limit,
 )
+from lvm_policy.temporal import Windows
 
 EVAL_SEED = 1_000_000  # evaluation episodes never share seeds with the demonstrations (seeds 0 .. E-1)
 CALIBRATION_BINS = 5
@@ -136,22 +137,36 @@ def heldout_nll(
     seed: int = 0,
 ) -> float:
     """Mean negative log-likelihood of held-out actions, nats per action (IWAE bound for lvm; for a class that
-    learns from whole episodes, its bound on each held-out episode's log-likelihood divided by its length)."""
+    learns from whole episodes, its bound on each held-out episode's log-likelihood divided by its actions).
+
+    With chunks (H > 1) it is the density of each whole chunk that lies inside its episode divided by H: nats
+    per action of the chunk model, which is not the per-step NLL -log pi(a_t | s_t) of a per-step policy."""
     if obs.shape[0] == 0 or not policy.has_density:
         return float("nan")
-    dev = policy.device
+    dev, c = policy.device, policy.config
+    if episode is None:  # single transitions: each its own episode
+        episode = torch.arange(obs.shape[0])
+    obs, act, episode = obs.to(dev), act.to(dev), episode.to(dev)
+    windows = Windows(episode, c.obs_horizon, c.action_horizon)
     with evaluating(policy, seed):
         total = torch.zeros((), dtype=torch.float64, device=dev)
-        if policy.segments_per_batch() is not None and episode is not None:
-            pad_obs, pad_act, mask = pad_episodes(obs.to(dev), act.to(dev), episode.to(dev))
-            per = max(1, batch_size // max(1, pad_obs.shape[1]))  # episodes per chunk
-            for i in range(0, pad_obs.shape[0], per):
-                lp = policy.segment_log_prob(pad_obs[i : i + per], pad_act[i : i + per], mask[i : i + per])
+        if policy.segments_per_batch() is not None:
+            E, T = windows.step_index.shape
+            per = max(1, batch_size // max(1, T))  # episodes per chunk
+            actions = torch.zeros((), dtype=torch.float64, device=dev)
+            for i in range(0, E, per):
+                w_obs, w_act, mask = windows.gather_episodes(obs, act, torch.arange(i, min(i + per, E), device=dev))
+                lp = policy.segment_log_prob(w_obs.flatten(2), w_act.flatten(2), mask)
                 total += lp.double().sum()
-            return float(-total / mask.sum())
-        for i in range(0, obs.shape[0], batch_size):
-            total += policy.log_prob(obs[i : i + batch_size].to(dev), act[i : i + batch_size].to(dev)).double().sum()
-    return float(-total / obs.shape[0])
+                actions += mask.sum()
+            return float(-total / actions)
+        rows = torch.arange(obs.shape[0], device=dev)
+        if c.action_horizon > 1:  # whole chunks only: a padded chunk's density is not a density of actions
+            rows = rows[windows.act_mask.all(1)]
+        for i in range(0, rows.shape[0], batch_size):
+            w_obs, w_act, _ = windows.gather(obs, act, rows[i : i + batch_size])
+            total += policy.log_prob(w_obs, w_act).double().sum()
+    return float(-total / (rows.shape[0] * c.action_horizon))
 
 
 def summarize(r: Episodes, reference: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -38,10 +38,16 @@ def mlp(in_dim: int, out_dim: int, hidden_dim: int = 256, num_layers: int = 2) -
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def diag_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log N(x; mean, diag(exp(log_std)^2)) summed over the last dimension. Shapes broadcast; returns (...)."""
+def diag_gaussian_log_prob(
+    x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, dim_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """log N(x; mean, diag(exp(log_std)^2)) summed over the last dimension. Shapes broadcast; returns (...).
+
+    With ``dim_mask`` (broadcastable to x, 1 = keep) only the kept dimensions are summed: the exact marginal
+    density of those dimensions, since a diagonal Gaussian factorises."""
     z = (x - mean) * torch.exp(-log_std)
-    return (-0.5 * z.pow(2) - log_std - 0.5 * LOG_2PI).sum(-1)
+    terms = -0.5 * z.pow(2) - log_std - 0.5 * LOG_2PI
+    return (terms if dim_mask is None else terms * dim_mask).sum(-1)
 
 
 def diag_gaussian_kl(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,20 +36,14 @@ from lvm_policy.data import Demonstrations, load_demonstrations
 from lvm_policy.ema import WeightAverage
 from lvm_policy.errors import CheckpointError, ConfigError, DatasetError, EnvError, TrainingDivergedError
 from lvm_policy.evaluate import demo_reference, eval_score, evaluate, heldout_nll, resolve_device, rollout, summarize
-from lvm_policy.policies import Policy, make_policy
-from lvm_policy.policies.autoregressive import AutoregressiveConfig
-from lvm_policy.policies.bet import BeTConfig
-from lvm_policy.policies.diffusion import DiffusionConfig
-from lvm_policy.policies.flow import FlowConfig
-from lvm_policy.policies.gaussian import GaussianConfig
-from lvm_policy.policies.gmm import GMMConfig
-from lvm_policy.policies.latent import LatentConfig
+from lvm_policy.policies import CONFIG_CLASSES, Policy, make_policy
 
-PolicyName = Literal["lvm", "gmm", "autoregressive", "gaussian", "flow", "diffusion", "bet"]
+# Every registered class (a new class is one new file in lvm_policy/policies): its name and its options.
+PolicyName = Literal[tuple(CONFIG_CLASSES)]  # type: ignore[valid-type]
 
 
 @dataclass
-class TrainConfig:
+class TrainOptions:
     """Behavioural cloning of a policy class on any Minari dataset with Box actions, evaluated by rollouts in the
     dataset's environment."""
 
@@ -99,13 +93,6 @@ class TrainConfig:
     """show a progress bar"""
     json: bool = False
     """end with one JSON line of the final metrics instead of the readable summary"""
-    lvm: LatentConfig = field(default_factory=LatentConfig)
-    gmm: GMMConfig = field(default_factory=GMMConfig)
-    autoregressive: AutoregressiveConfig = field(default_factory=AutoregressiveConfig)
-    gaussian: GaussianConfig = field(default_factory=GaussianConfig)
-    flow: FlowConfig = field(default_factory=FlowConfig)
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    bet: BeTConfig = field(default_factory=BeTConfig)
 
     def policy_config(self):
         return getattr(self, self.policy)
@@ -135,6 +122,15 @@ class TrainConfig:
             raise ConfigError(f"--{self.policy} options: {exc}") from None
 
 
+# The training config: the shared options above and one field of options per registered class (--lvm.beta ...).
+TrainConfig = make_dataclass(
+    "TrainConfig",
+    [(name, cls, field(default_factory=cls)) for name, cls in CONFIG_CLASSES.items()],
+    bases=(TrainOptions,),
+    namespace={"__doc__": TrainOptions.__doc__, "__module__": __name__},
+)
+
+
 def config_to_json(cfg: TrainConfig) -> dict[str, Any]:
     d = asdict(cfg)
     for k in ("demos", "out", "resume"):
@@ -144,16 +140,7 @@ def config_to_json(cfg: TrainConfig) -> dict[str, Any]:
 
 def config_from_json(d: dict[str, Any]) -> TrainConfig:
     d = {k: v for k, v in d.items() if k != "environment"}
-    nested = {
-        "lvm": LatentConfig,
-        "gmm": GMMConfig,
-        "autoregressive": AutoregressiveConfig,
-        "gaussian": GaussianConfig,
-        "flow": FlowConfig,
-        "diffusion": DiffusionConfig,
-        "bet": BeTConfig,
-    }
-    for k, cls in nested.items():
+    for k, cls in CONFIG_CLASSES.items():
         d[k] = cls(**d[k]) if k in d else cls()
     for k in ("out", "resume"):
         d[k] = None if d[k] is None else Path(d[k])
@@ -309,7 +296,8 @@ def gradient_step(
     grad_clip: float,
     mask: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """One update on a minibatch (B, O), (B, A) (or segments (B, T, O), (B, T, A) with a mask (B, T));
+    """One update on a minibatch of windows (B, To, O), chunks (B, H, A) and their mask (B, H) or None (or whole
+    segments (B, T, To, O), (B, T, H, A) with a mask (B, T, H));
     returns the logged loss terms and the pre-clip gradient norm.
 
     The norm stays a tensor (read it only when logging: one host sync per step, the loss's, is enough). A
@@ -372,7 +360,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     policy.env_id = choice.env_id
     policy.env_spec_json = environment_record(choice, demos)["spec"]
     policy.observation_space = demos.observation_space
-    policy.fit_normalizer(train_set.obs, train_set.act)
+    pc = policy.config
+    windows = train_set.windows(pc.obs_horizon, pc.action_horizon)  # index tensors on the device
+    policy.fit_normalizer(train_set.obs, train_set.act, train_set.act[windows.act_index])
     average = WeightAverage(policy, cfg.ema_decay)  # what is evaluated and saved as best/
     opt, sched = make_optimizer(policy, cfg)
 
@@ -416,10 +406,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             run / "latest", policy, average, opt, sched, gen, step, {"best_score": best_score, "train_seconds": seconds}
         )
 
-    N = train_set.obs.shape[0]
+    N, E = train_set.obs.shape[0], train_set.num_episodes
     segments = policy.segments_per_batch()  # whole episodes per minibatch, for a class that learns from them
-    if segments is not None:
-        pad_obs, pad_act, pad_mask = train_set.padded_episodes()
     t0 = time.perf_counter()
     bar = tqdm(
         range(start_step, cfg.steps),
@@ -435,10 +423,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             policy.on_train_step(step)
             if segments is None:
                 idx = torch.randint(N, (cfg.batch_size,), device=device, generator=gen)  # (B,) on the device
-                batch = (train_set.obs[idx], train_set.act[idx], None)
+                batch = windows.gather(train_set.obs, train_set.act, idx)  # (B, To, O), (B, H, A), (B, H)
             else:
-                idx = torch.randint(pad_obs.shape[0], (segments,), device=device, generator=gen)
-                batch = (pad_obs[idx], pad_act[idx], pad_mask[idx])
+                idx = torch.randint(E, (segments,), device=device, generator=gen)
+                batch = windows.gather_episodes(train_set.obs, train_set.act, idx)  # (B, T, To, O), ...
             try:
                 logs, grad_norm = gradient_step(policy, opt, *batch[:2], cfg.grad_clip, batch[2])
             except TrainingDivergedError as exc:

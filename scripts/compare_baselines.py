@@ -51,17 +51,23 @@ COLUMNS = [  # (metric key, header, format)
 NOT_PART_OF_A_RUN = ("out", "resume", "progress", "json", "final_eval_episodes")
 
 
+HEADLINE = "lvm"  # the package's own class: its rows come first in every table
+
+
+def registry_rows() -> dict[str, tuple[str, dict]]:
+    """Table rows from the registry: each class's ``benchmark_rows`` (row name -> changed options), or one row
+    with its defaults; a new class file brings its rows with it."""
+    from lvm_policy.policies import CONFIG_CLASSES, policy_class
+
+    rows: dict[str, tuple[str, dict]] = {}
+    for cls in sorted(CONFIG_CLASSES, key=lambda name: name != HEADLINE):
+        declared = policy_class(cls).benchmark_rows
+        rows.update({row: (cls, dict(options)) for row, options in (declared or {cls: {}}).items()})
+    return rows
+
+
 # Table rows: a class with its default options, or a named variant of one.
-ROWS = {
-    "lvm": ("lvm", {}),
-    "lvm-episode": ("lvm", {"latent_scope": "episode"}),
-    "gmm": ("gmm", {}),
-    "autoregressive": ("autoregressive", {}),
-    "flow": ("flow", {}),
-    "diffusion": ("diffusion", {}),
-    "bet": ("bet", {}),
-    "gaussian": ("gaussian", {}),
-}
+ROWS = registry_rows()
 DEFAULT_ROWS = list(ROWS)
 # Ablations: rows that only --policies asks for.
 ROWS["lvm-episode-beta1"] = ("lvm", {"latent_scope": "episode", "beta": 1.0})  # the true ELBO (default: 0.2)
@@ -130,8 +136,8 @@ class Args:
     task: Literal["tree_avoid", "slalom", "slalom_coupled", "multigoal", "maze2", "maze3", "all"] = "tree_avoid"
     """benchmark task (its default demonstrations), or all of them"""
     policies: list[str] = field(default_factory=lambda: list(DEFAULT_ROWS))
-    """rows to compare: a policy class, lvm-episode (the lvm with --lvm.latent-scope episode), the ablation
-    lvm-episode-beta1 (the same with --lvm.beta 1), or any of them with options changed: ROW:option=value[,...]"""
+    """rows to compare: a row of a class (README, "The classes": e.g. lvm, lvm-episode, diffusion-dp, act-ensemble),
+    the ablation lvm-episode-beta1 (--lvm.beta 1), or any of them with options changed: ROW:option=value[,...]"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """training seeds"""
     steps: int | None = None

@@ -16,7 +16,7 @@ ALL = list_policies()
 
 
 def test_registry_has_every_class():
-    assert set(ALL) == {"gaussian", "gmm", "autoregressive", "lvm", "flow", "diffusion", "bet"}
+    assert set(ALL) == {"gaussian", "gmm", "autoregressive", "lvm", "flow", "diffusion", "bet", "act"}
     with pytest.raises(ValueError, match="unknown policy"):
         make_policy("nope", 3, 2)
 
@@ -25,15 +25,16 @@ def test_registry_has_every_class():
 def test_interface_shapes_and_bounds(name):
     torch.manual_seed(0)
     p = make_policy(name, 3, 2)
-    obs = torch.randn(16, 3)
-    act = torch.rand(16, 2) * 2 - 1
-    p.fit_normalizer(obs, act)
-    loss, logs = p.loss(obs, act)
+    To, H = p.config.obs_horizon, p.config.action_horizon  # windows and chunks (1 and 1 but for act)
+    window, chunk = torch.randn(16, To, 3), torch.rand(16, H, 2) * 2 - 1
+    obs = window[:, -1]
+    p.fit_normalizer(obs, chunk[:, 0], chunk)
+    loss, logs = p.loss(window, chunk)
     assert loss.dim() == 0 and all(isinstance(v, float) for v in logs.values())
-    assert p.log_prob(obs, act).shape == (16,)
-    assert bool(torch.isfinite(p.log_prob(obs, act)).all()) == p.has_density
-    s = p.sample(obs, 5)
-    assert s.shape == (16, 5, 2) and bool((s.abs() <= 1).all())
+    assert p.log_prob(window, chunk).shape == (16,)
+    assert bool(torch.isfinite(p.log_prob(window, chunk)).all()) == p.has_density
+    s = p.sample(window.flatten(1), 5)
+    assert s.shape == (16, 5, H * 2) and bool((s.abs() <= 1).all())
     for det in (False, True):
         a = p.act(obs, deterministic=det)
         assert a.shape == (16, 2) and bool((a.abs() <= 1).all())
@@ -146,6 +147,7 @@ def test_toy_bimodal_modes(name):
     cfgs = {"lvm": dict(beta_warmup_steps=100), "autoregressive": dict(num_bins=32), "bet": dict(num_bins=8)}
     # (hidden width, steps, learning rate): diffusion needs more of everything to place its mode weights
     budget = {"diffusion": (128, 3000, 1e-3)}.get(name, (64, 600, 3e-3))
+    cfgs["act"] = dict(action_horizon=1, action_steps=1)  # the toy is one step: chunks of one action
     config = make_policy(name, 3, 2).config_class(hidden_dim=budget[0], **cfgs.get(name, {}))
     p = _train(make_policy(name, 3, 2, config), obs, act, budget[1], lr=budget[2])
     test_obs = torch.rand(64, 3) * 2 - 1
@@ -157,6 +159,9 @@ def test_toy_bimodal_modes(name):
         if name == "gaussian":
             mean = p.act(test_obs, deterministic=True)[:, 0]
             assert float(mean.abs().max()) < 0.25  # the mean sits between the modes
+        elif name == "act":
+            # z = 0 at test time: one action per state, so at most one of the two modes (collapse or average)
+            assert float(lateral.std(1).max()) == 0.0 and min(near_left, near_right) < 0.05, (near_left, near_right)
         else:
             assert 0.4 < near_left < 0.6 and 0.4 < near_right < 0.6, (near_left, near_right)
             assert between < 0.05

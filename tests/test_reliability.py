@@ -54,12 +54,17 @@ def test_training_across_seeds_stays_finite(small_demos):
         for seed in range(10):
             torch.manual_seed(seed)
             policy = make_policy(name, 3, 2)
-            policy.fit_normalizer(demos.obs, demos.act)
+            windows = demos.windows(policy.config.obs_horizon, policy.config.action_horizon)
+            policy.fit_normalizer(demos.obs, demos.act, demos.act[windows.act_index])
             opt, _ = make_optimizer(policy, cfg)
             for step in range(cfg.steps):
-                idx = torch.randint(len(demos.obs), (cfg.batch_size,))
                 policy.on_train_step(step)
-                logs, grad_norm = gradient_step(policy, opt, demos.obs[idx], demos.act[idx], cfg.grad_clip)
+                if policy.segments_per_batch() is None:
+                    batch = windows.gather(demos.obs, demos.act, torch.randint(len(demos.obs), (cfg.batch_size,)))
+                else:  # a class that learns from whole episodes
+                    episodes = torch.randint(demos.num_episodes, (policy.segments_per_batch(),))
+                    batch = windows.gather_episodes(demos.obs, demos.act, episodes)
+                logs, grad_norm = gradient_step(policy, opt, *batch[:2], cfg.grad_clip, batch[2])
                 logs["grad_norm"] = float(grad_norm)
                 assert all(math.isfinite(v) for v in logs.values()), (name, seed, step, logs)
             assert all(bool(torch.isfinite(p).all()) for p in policy.parameters()), (name, seed)

@@ -1,9 +1,17 @@
-"""Policy classes behind one interface; importing this package registers all of them."""
+"""Policy classes behind one interface; importing this package registers all of them.
 
+Every module of this package is imported here, so a new class is one new file: a ``@register_policy`` class with
+its config dataclass. The training command's options, the loader and compare_baselines' rows come from the registry.
+"""
+
+import importlib
+import pkgutil
 from collections.abc import Sequence
 
-from lvm_policy.policies import autoregressive, bet, diffusion, flow, gaussian, gmm, latent  # noqa: F401
 from lvm_policy.policies.base import Policy, PolicyConfig, list_policies, load_policy, policy_class, register_policy
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
 
 CONFIG_CLASSES = {name: policy_class(name).config_class for name in list_policies()}
 

@@ -21,6 +21,7 @@ from torch import nn
 from lvm_policy import spaces
 from lvm_policy.checkpoint import atomic_write_bytes, atomic_write_text
 from lvm_policy.errors import CheckpointError
+from lvm_policy.temporal import ActingState
 
 FORMAT_VERSION = 2  # 2: per-dimension action box, env spec and observation space
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
@@ -35,6 +36,20 @@ class PolicyConfig:
     """width of every hidden layer"""
     num_layers: int = 2
     """hidden layers per network"""
+    obs_horizon: int = 1
+    """To: observations the policy reads, the current one and To - 1 before it (an episode's first is repeated)"""
+    action_horizon: int = 1
+    """H: actions predicted per call, a_t .. a_{t+H-1}"""
+    action_steps: int = 1
+    """Ta <= H: actions executed before the next prediction"""
+    temporal_ensemble: float | None = None
+    """off (None), or ACT's m: predict every step and average every chunk's action for the step with weights
+    exp(-m i), i = 0 for the oldest (needs action_steps = 1)"""
+
+    @property
+    def per_step(self) -> bool:
+        """True for 1/1/1 without ensembling: the policy acts on the current state alone, one action per call."""
+        return self.obs_horizon == self.action_horizon == self.action_steps == 1 and self.temporal_ensemble is None
 
     def effective(self) -> PolicyConfig:
         """The config with every option that defaults by context (None) replaced by the value it stands for, so
@@ -48,6 +63,16 @@ class PolicyConfig:
                 raise ValueError(f"{f.name} must be finite, got {v}")
         if self.hidden_dim < 1 or self.num_layers < 0:
             raise ValueError(f"hidden_dim must be >= 1 and num_layers >= 0, got {self.hidden_dim}, {self.num_layers}")
+        if self.obs_horizon < 1 or self.action_horizon < 1 or not 1 <= self.action_steps <= self.action_horizon:
+            raise ValueError(
+                "need obs_horizon >= 1, action_horizon >= 1 and 1 <= action_steps <= action_horizon, got "
+                f"{self.obs_horizon}, {self.action_horizon}, {self.action_steps}"
+            )
+        if self.temporal_ensemble is not None and (self.temporal_ensemble < 0 or self.action_steps != 1):
+            raise ValueError(
+                "temporal_ensemble needs m >= 0 and action_steps = 1, got "
+                f"{self.temporal_ensemble}, {self.action_steps}"
+            )
 
 
 _REGISTRY: dict[str, type[Policy]] = {}
@@ -80,6 +105,9 @@ class Policy(nn.Module):
     # False where the class injects no noise beyond its (still drawn) mode choice, so that low-noise acting is the
     # same procedure as sampling: an evaluation of both acting modes then needs to run only one.
     low_noise_differs: ClassVar[bool] = True
+    # The rows compare_baselines runs for this class by default: row name -> options changed from the class's
+    # defaults. None: one row, named after the class, with its defaults.
+    benchmark_rows: ClassVar[dict[str, dict[str, Any]] | None] = None
 
     def __init__(
         self,
@@ -92,6 +120,14 @@ class Policy(nn.Module):
         super().__init__()
         config.validate()
         self.obs_dim, self.act_dim, self.config = obs_dim, act_dim, config
+        # What a class's networks see and model: the flat window of To observations and the flat chunk of H actions.
+        self.horizon = config.action_horizon
+        self.in_dim, self.chunk_dim = obs_dim * config.obs_horizon, act_dim * config.action_horizon
+        self._acting: ActingState | None = None  # per-environment history and action queue (not per_step)
+        # How a chunked policy replans the environments whose queue ran out: "subset" computes only their chunks
+        # (a host sync: the CPU's choice), "all" computes every environment's and keeps the needed ones with
+        # torch.where (no sync, capturable in a CUDA graph); "auto" picks by device (benchmarks/speed.py, chunks).
+        self.replan = "auto"
         # Recorded at training time: which env the policy plays, and its native observation space (a Dict is
         # flattened by predict, so SB3's evaluate_policy works on the env as it is).
         self.env_id: str | None = None
@@ -108,34 +144,62 @@ class Policy(nn.Module):
 
     # ----------------------------------------------------------------------------------- normalisation
     @torch.no_grad()
-    def fit_normalizer(self, obs: torch.Tensor, act: torch.Tensor) -> None:
-        """Set observation and action statistics from data (N, O), (N, A); constant columns get std 1."""
+    def fit_normalizer(self, obs: torch.Tensor, act: torch.Tensor, chunks: torch.Tensor | None = None) -> None:
+        """Set observation and action statistics from data (N, O), (N, A); constant columns get std 1. chunks
+        (N, H, A), the training chunks, are for classes that fit more than statistics (BeT's bins)."""
         self.obs_mean.copy_(obs.mean(0))
         self.obs_std.copy_(torch.where(obs.std(0) > 1e-6, obs.std(0), torch.ones_like(self.obs_std)))
         self.act_mean.copy_(act.mean(0))
         self.act_std.copy_(torch.where(act.std(0) > 1e-6, act.std(0), torch.ones_like(self.act_std)))
 
     def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        return (obs - self.obs_mean) / self.obs_std
+        """Observations (..., k * O) (one or a window of k), normalised per observation."""
+        o = obs.reshape(*obs.shape[:-1], -1, self.obs_dim)
+        return ((o - self.obs_mean) / self.obs_std).reshape(obs.shape)
 
     def normalize_act(self, act: torch.Tensor) -> torch.Tensor:
-        return (act - self.act_mean) / self.act_std
+        """Actions (..., k * A) (one or a chunk of k), normalised per action."""
+        a = act.reshape(*act.shape[:-1], -1, self.act_dim)
+        return ((a - self.act_mean) / self.act_std).reshape(act.shape)
 
     def denormalize_act(self, act_n: torch.Tensor) -> torch.Tensor:
-        return act_n * self.act_std + self.act_mean
+        a = act_n.reshape(*act_n.shape[:-1], -1, self.act_dim)
+        return (a * self.act_std + self.act_mean).reshape(act_n.shape)
+
+    @property
+    def chunk_low(self) -> torch.Tensor:
+        """(H * A,) the action box's lower bound, once per action of a chunk."""
+        return self.act_low.repeat(self.horizon)
+
+    @property
+    def chunk_high(self) -> torch.Tensor:
+        return self.act_high.repeat(self.horizon)
 
     def act_log_half_width(self) -> torch.Tensor:
-        """(A,) log of the action box's half width (0 for an unbounded dimension): options given "in action
+        """(H * A,) log of the action box's half width (0 for an unbounded dimension): options given "in action
         units" are in units of the box's half width, so that they mean the same on [-1, 1] and on any box."""
         half = 0.5 * (self.act_high - self.act_low)
-        return torch.where(torch.isfinite(half) & (half > 0), half, torch.ones_like(half)).log()
+        return torch.where(torch.isfinite(half) & (half > 0), half, torch.ones_like(half)).log().repeat(self.horizon)
 
     def act_log_jacobian(self) -> torch.Tensor:
-        """log |d a_n / d a|: add to a log-density of normalised actions to get one of raw actions."""
-        return -torch.log(self.act_std).sum()
+        """log |d a_n / d a| of one chunk (H actions): add to a log-density of normalised chunks to get one of raw
+        chunks."""
+        per_action = -torch.log(self.act_std).sum()
+        return per_action if self.horizon == 1 else per_action * self.horizon
+
+    def dim_mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """A chunk's step mask (..., H) as a mask of its flat dimensions (..., H * A), in the networks' dtype."""
+        return None if mask is None else mask.to(self.act_mean.dtype).repeat_interleave(self.act_dim, dim=-1)
 
     # ---------------------------------------------------------------------- what each class writes
-    def _loss(self, obs_n: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    # Every method sees flat windows obs_n (B, To * O) and flat chunks (B, H * A); with H = 1 these are the single
+    # observation and action of a per-step policy.
+    def _loss(
+        self, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """mask (B, H): the chunk's actions inside the episode (None: all). A class whose likelihood factorises
+        over the chunk's actions leaves the others out of the loss; the others train on the repeated last
+        action (Diffusion Policy's padding)."""
         raise NotImplementedError
 
     def _log_prob(self, obs_n: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -148,8 +212,9 @@ class Policy(nn.Module):
         """The low-noise action: the class's discrete or latent choice is still drawn, its noise is not."""
         raise NotImplementedError
 
-    def _act(self, obs_n: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        """(B, A) raw actions; a class with per-episode state (a held latent) overrides this."""
+    def _act(self, obs_n: torch.Tensor, deterministic: bool, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, H * A) raw chunks for windows (B, To * O); a class with per-episode state (a held latent) overrides
+        this. rows (B,): which of the acting environments the batch holds (None: all of them, in order)."""
         return self._mode(obs_n) if deterministic else self._sample(obs_n, 1)[:, 0]
 
     def segments_per_batch(self) -> int | None:
@@ -162,32 +227,92 @@ class Policy(nn.Module):
         """Called by the training loop before each update (for schedules such as a KL warm-up)."""
 
     def reset(self, mask: torch.Tensor | None = None) -> None:
-        """Forget per-episode state (e.g. a held latent) for the environments where mask (N,) is true."""
+        """Forget per-episode state (history, action queue, a held latent) for the environments where mask (N,)
+        is true; None forgets everything."""
+        if mask is None or self._acting is None or mask.shape[0] != self._acting.num_envs:
+            self._acting = None
+        else:
+            self._acting.mark_fresh(mask)
+        self._reset(mask)
+
+    def _reset(self, mask: torch.Tensor | None) -> None:
+        """A class's own per-episode state (e.g. a held latent)."""
 
     # ------------------------------------------------------------------------------ the interface
+    def _flat(self, obs: torch.Tensor, act: torch.Tensor, lead: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Windows (..., To, O) or (..., To * O) and chunks (..., H, A) or (..., H * A) as flat windows and chunks."""
+        obs, act = obs.reshape(*obs.shape[:lead], -1), act.reshape(*act.shape[:lead], -1)
+        if obs.shape[-1] != self.in_dim or act.shape[-1] != self.chunk_dim:
+            raise ValueError(
+                f"expected windows of {self.config.obs_horizon} x {self.obs_dim} observations and chunks of "
+                f"{self.horizon} x {self.act_dim} actions, got {obs.shape[-1]} and {act.shape[-1]} numbers"
+            )
+        return obs, act
+
     def loss(
         self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Training loss on a batch (B, O), (B, A) (or, for a segment class, segments (B, T, O), (B, T, A) with a
-        mask (B, T)) and a dict of logged floats (one host sync, at the end)."""
+        """Training loss and a dict of logged floats (one host sync, at the end) on windows (B, To, O), chunks
+        (B, H, A) and their mask (B, H) (flat (B, To * O), (B, H * A) also do; with 1/1/1, single transitions
+        (B, O), (B, A)); a segment class gets whole episodes (B, T, To, O), (B, T, H, A) and a mask (B, T, H)."""
+        obs, act = self._flat(obs, act, 1 if self.segments_per_batch() is None else 2)
         obs_n = self.normalize_obs(obs)
         loss, logs = self._loss(obs_n, act) if mask is None else self._loss(obs_n, act, mask)
         values = torch.stack([loss.detach()] + [v.detach().float().reshape(()) for v in logs.values()]).tolist()
         return loss, dict(zip(["loss", *logs.keys()], values))
 
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """(B,) log-density of raw actions (exact, or a lower bound for latent-variable classes)."""
+        """(B,) log-density of raw action chunks given windows (exact, or a lower bound for latent-variable
+        classes); windows (B, To, O) or (B, To * O), chunks (B, H, A) or (B, H * A). With H > 1 it is the density
+        of the whole chunk, not of one action."""
+        obs, act = self._flat(obs, act, 1)
         return self._log_prob(self.normalize_obs(obs), act)
 
     def sample(self, obs: torch.Tensor, n: int = 1) -> torch.Tensor:
-        """(B, n, A) actions drawn from pi(. | s), inside the action box."""
-        return torch.clamp(self._sample(self.normalize_obs(obs), n), self.act_low, self.act_high)
+        """(B, n, H * A) action chunks drawn from pi(. | window) for windows (B, To * O), inside the action box."""
+        obs = obs.reshape(obs.shape[0], -1)
+        return torch.clamp(self._sample(self.normalize_obs(obs), n), self.chunk_low, self.chunk_high)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """(B, A) actions for observations (B, O); torch in and out, on the policy's device."""
+        """(N, A) actions for the current observations (N, O) of N environments; torch in and out, on the
+        policy's device. A policy with a history or chunks keeps per-environment state between calls: call
+        ``reset(mask)`` for the environments that start an episode."""
         if obs.dtype != self.obs_mean.dtype:  # e.g. float64 from numpy code
             obs = obs.to(self.obs_mean.dtype)
-        return torch.clamp(self._act(self.normalize_obs(obs), deterministic), self.act_low, self.act_high)
+        obs_n = self.normalize_obs(obs)
+        if self.config.per_step:  # today's per-step policy, bit for bit
+            return torch.clamp(self._act(obs_n, deterministic), self.act_low, self.act_high)
+        return torch.clamp(self._act_temporal(obs_n, deterministic), self.act_low, self.act_high)
+
+    def _act_temporal(self, obs_n: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        """(N, A): push the observation into each environment's history, plan where needed, pop an action.
+
+        Fixed shapes and in-place updates only, so the torch-twin rollout stays capturable in a CUDA graph when
+        every environment's chunk is computed ("all"); "subset" plans only the environments that need it."""
+        c, N, A = self.config, obs_n.shape[0], self.act_dim
+        if self._acting is None or not self._acting.fits(N, obs_n.device):
+            ensemble = c.temporal_ensemble is not None
+            self._acting = ActingState(
+                N, c.obs_horizon, c.action_horizon, self.obs_dim, A, ensemble, obs_n.device, obs_n.dtype
+            )
+        state = self._acting.writable()
+        window = state.push(obs_n)  # (N, To * O)
+        if c.temporal_ensemble is not None:  # a chunk every step, averaged
+            chunk = self._act(window, deterministic).reshape(N, c.action_horizon, A)
+            action = state.ensemble(chunk, c.temporal_ensemble)
+        else:
+            need = state.fresh | (state.ptr >= c.action_steps)  # (N,) queue spent or episode starting
+            replan = self.replan if self.replan != "auto" else ("all" if obs_n.device.type == "cuda" else "subset")
+            if replan == "all":
+                action = state.next_action(need, self._act(window, deterministic).reshape(N, c.action_horizon, A))
+            else:
+                rows = need.nonzero()[:, 0]  # (K,) a host sync: the CPU path
+                if rows.numel():
+                    chunk = self._act(window[rows], deterministic, rows=rows).reshape(-1, c.action_horizon, A)
+                    state.queue[rows] = chunk
+                action = state.next_action(need, None)
+        state.fresh.fill_(False)
+        return action
 
     def predict(
         self,

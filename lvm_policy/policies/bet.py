@@ -74,29 +74,32 @@ class BeTPolicy(Policy):
     def __init__(self, obs_dim: int, act_dim: int, config: BeTConfig | None = None, **kw):
         super().__init__(obs_dim, act_dim, config or BeTConfig(), **kw)
         c = self.config
-        self.net = mlp(obs_dim, c.num_bins * (1 + act_dim), c.hidden_dim, c.num_layers)
-        self.register_buffer("centres", torch.zeros(c.num_bins, act_dim))  # normalised action units
+        # With H > 1 the bins are k-means centres of whole chunks (H * A numbers), like VQ-BeT's chunk tokens.
+        self.net = mlp(self.in_dim, c.num_bins * (1 + self.chunk_dim), c.hidden_dim, c.num_layers)
+        self.register_buffer("centres", torch.zeros(c.num_bins, self.chunk_dim))  # normalised action units
 
     @torch.no_grad()
-    def fit_normalizer(self, obs: torch.Tensor, act: torch.Tensor) -> None:
-        """Normalisers, then the k-means bins of the normalised training actions."""
+    def fit_normalizer(self, obs: torch.Tensor, act: torch.Tensor, chunks: torch.Tensor | None = None) -> None:
+        """Normalisers, then the k-means bins of the normalised training chunks (N, H * A) (the actions when H = 1)."""
         super().fit_normalizer(obs, act)
-        centres = kmeans(self.normalize_act(act), self.config.num_bins, self.config.kmeans_seed)
+        data = act if chunks is None else chunks.reshape(chunks.shape[0], -1)
+        centres = kmeans(self.normalize_act(data), self.config.num_bins, self.config.kmeans_seed)
         self.centres.zero_()
         self.centres[: centres.shape[0]] = centres.to(self.centres.device)
 
     def _heads(self, obs_n):
-        K, A = self.config.num_bins, self.act_dim
+        K, A = self.config.num_bins, self.chunk_dim
         out = self.net(obs_n)
         return out[:, :K], out[:, K:].reshape(-1, K, A)  # logits (B, K), offsets (B, K, A)
 
-    def _loss(self, obs_n, act):
+    def _loss(self, obs_n, act, mask=None):
+        # Chunks past an episode's end repeat its last action (as their k-means centres do); the mask is unused.
         act_n = self.normalize_act(act)
         logits, offsets = self._heads(obs_n)
         target = torch.cdist(act_n, self.centres).argmin(dim=1)  # (B,) the action's bin
         log_p = torch.log_softmax(logits, -1).gather(1, target[:, None])[:, 0]
         focal = -((1 - log_p.exp()).pow(self.config.focal_gamma) * log_p).mean()
-        pred = offsets.gather(1, target[:, None, None].expand(-1, 1, self.act_dim))[:, 0]  # (B, A)
+        pred = offsets.gather(1, target[:, None, None].expand(-1, 1, self.chunk_dim))[:, 0]  # (B, H * A)
         offset_mse = F.mse_loss(pred, act_n - self.centres[target])
         loss = focal + self.config.offset_weight * offset_mse
         return loss, {"focal": focal, "offset_mse": offset_mse}

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -73,11 +73,25 @@ class DiffusionConfig(PolicyConfig):
 class DiffusionPolicy(Policy):
     name = "diffusion"
     config_class = DiffusionConfig
+    # diffusion-dp: Diffusion Policy's own low-dimensional configuration (To = 2, H = 16, Ta = 8, noise prediction,
+    # DDPM with its 100 training steps at test time), with this package's MLP denoiser in place of its 1-D U-Net.
+    benchmark_rows: ClassVar[dict[str, dict]] = {
+        "diffusion": {},
+        "diffusion-dp": {
+            "obs_horizon": 2,
+            "action_horizon": 16,
+            "action_steps": 8,
+            "prediction": "epsilon",
+            "inference_steps": 100,
+            "eta": 1.0,
+        },
+    }
 
     def __init__(self, obs_dim: int, act_dim: int, config: DiffusionConfig | None = None, **kw):
         super().__init__(obs_dim, act_dim, config or DiffusionConfig(), **kw)
         c = self.config
-        self.denoiser = mlp(obs_dim + act_dim + 1 + 2 * TIME_FEATURES, act_dim, c.hidden_dim, c.num_layers)
+        D = self.chunk_dim  # the diffusion runs over the whole chunk (H * A numbers)
+        self.denoiser = mlp(self.in_dim + D + 1 + 2 * TIME_FEATURES, D, c.hidden_dim, c.num_layers)
         abar = cosine_alpha_bar(c.train_steps)
         # Not saved: rebuilt from the config. Index k - 1 holds step k.
         self.register_buffer("alpha_bar", abar.float(), persistent=False)
@@ -97,16 +111,17 @@ class DiffusionPolicy(Policy):
 
     def _x0_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The action box in normalised units (unbounded dimensions: +-inf)."""
-        return self.normalize_act(self.act_low), self.normalize_act(self.act_high)
+        return self.normalize_act(self.chunk_low), self.normalize_act(self.chunk_high)
 
-    def _loss(self, obs_n, act):
+    def _loss(self, obs_n, act, mask=None):
+        # Padded actions (the last one repeated) are trained on, as in Diffusion Policy; the mask is not used.
         x0 = self.normalize_act(act)
         k = torch.randint(1, self.config.train_steps + 1, (x0.shape[0],), device=x0.device)
         abar = self.alpha_bar[k - 1][:, None]
         noise = torch.randn_like(x0)
         xk = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         target = noise if self.config.prediction == "epsilon" else x0
-        loss = (self.network(obs_n, xk, k) - target).pow(2).sum(-1).mean()
+        loss = (self.network(obs_n, xk, k) - target).pow(2).sum(-1).mean() / self.horizon
         return loss, {"eps_mse" if self.config.prediction == "epsilon" else "x0_mse": loss}
 
     def denoise(self, obs_n: torch.Tensor, x: torch.Tensor, steps: int, eta: float) -> torch.Tensor:
@@ -137,19 +152,19 @@ class DiffusionPolicy(Policy):
     def _sample(self, obs_n, n):
         B = obs_n.shape[0]
         obs_rep = obs_n.repeat_interleave(n, dim=0)
-        x = torch.randn(B * n, self.act_dim, device=obs_n.device)
+        x = torch.randn(B * n, self.chunk_dim, device=obs_n.device)
         x = self.denoise(obs_rep, x, self.config.inference_steps, self.config.eta)
-        return self.denormalize_act(x).reshape(B, n, self.act_dim)
+        return self.denormalize_act(x).reshape(B, n, self.chunk_dim)
 
     def _mode(self, obs_n):
         # Low noise: DDIM without injected noise (eta = 0); the start noise, which picks the mode, is drawn.
-        x = torch.randn(obs_n.shape[0], self.act_dim, device=obs_n.device)
+        x = torch.randn(obs_n.shape[0], self.chunk_dim, device=obs_n.device)
         return self.denormalize_act(self.denoise(obs_n, x, self.config.inference_steps, 0.0))
 
     # ------------------------------------------------------------------------------------ likelihood
     def variational_bound(self, obs_n: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """(B,) the negative ELBO of normalised actions x0 (B, A), one noise draw per diffusion step."""
-        K, A = self.config.train_steps, self.act_dim
+        K, A = self.config.train_steps, self.chunk_dim
         abar = self.alpha_bar.double()
         alphas = torch.cat([abar[:1], abar[1:] / abar[:-1]])  # (K,) alpha_k
         betas = 1 - alphas

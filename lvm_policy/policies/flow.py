@@ -58,18 +58,21 @@ class FlowPolicy(Policy):
     def __init__(self, obs_dim: int, act_dim: int, config: FlowConfig | None = None, **kw):
         super().__init__(obs_dim, act_dim, config or FlowConfig(), **kw)
         c = self.config
-        self.velocity_net = mlp(obs_dim + act_dim + 1 + 2 * TIME_FEATURES, act_dim, c.hidden_dim, c.num_layers)
+        D = self.chunk_dim  # the flow runs over the whole chunk (H * A numbers)
+        self.velocity_net = mlp(self.in_dim + D + 1 + 2 * TIME_FEATURES, D, c.hidden_dim, c.num_layers)
 
     def velocity(self, obs_n: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """v(x, t | s): obs_n (B, O), x (B, A), t (B, 1) -> (B, A)."""
         return self.velocity_net(torch.cat([obs_n, x, time_embedding(t)], dim=-1))
 
-    def _loss(self, obs_n, act):
-        x1 = self.normalize_act(act)  # (B, A)
+    def _loss(self, obs_n, act, mask=None):
+        # The chunk's density does not factorise over its actions: padded actions (the last one repeated) are
+        # trained on, as in Diffusion Policy, and the mask is not used.
+        x1 = self.normalize_act(act)  # (B, H * A)
         x0 = torch.randn_like(x1)
         t = torch.rand(x1.shape[0], 1, device=x1.device)
         xt = (1.0 - t) * x0 + t * x1
-        loss = (self.velocity(obs_n, xt, t) - (x1 - x0)).pow(2).sum(-1).mean()
+        loss = (self.velocity(obs_n, xt, t) - (x1 - x0)).pow(2).sum(-1).mean() / self.horizon
         return loss, {"flow_mse": loss}
 
     def integrate(self, obs_n: torch.Tensor, x0: torch.Tensor, steps: int) -> torch.Tensor:
@@ -84,8 +87,8 @@ class FlowPolicy(Policy):
     def _sample(self, obs_n, n):
         B = obs_n.shape[0]
         obs_rep = obs_n.repeat_interleave(n, dim=0)  # (B*n, O)
-        x = self.integrate(obs_rep, torch.randn(B * n, self.act_dim, device=obs_n.device), self.config.steps)
-        return self.denormalize_act(x).reshape(B, n, self.act_dim)
+        x = self.integrate(obs_rep, torch.randn(B * n, self.chunk_dim, device=obs_n.device), self.config.steps)
+        return self.denormalize_act(x).reshape(B, n, self.chunk_dim)
 
     def _mode(self, obs_n):
         # The ODE injects no noise; its start x_0 is the mode choice and is still drawn (documented low-noise).
@@ -98,8 +101,8 @@ class FlowPolicy(Policy):
             x = x.detach().requires_grad_(True)
             v = self.velocity(obs_n, x, t)
             div = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
-            for j in range(self.act_dim):
-                (g,) = torch.autograd.grad(v[:, j].sum(), x, retain_graph=j < self.act_dim - 1)
+            for j in range(self.chunk_dim):
+                (g,) = torch.autograd.grad(v[:, j].sum(), x, retain_graph=j < self.chunk_dim - 1)
                 div = div + g[:, j]
         return v.detach(), div.detach()
 
@@ -115,7 +118,7 @@ class FlowPolicy(Policy):
             v_mid, div_mid = self._velocity_and_divergence(obs_n, x_mid, t_mid)
             x, t = x - dt * v_mid, t - dt
             integral = integral + dt * div_mid
-        log_p0 = -0.5 * (x.pow(2).sum(-1) + self.act_dim * math.log(2.0 * math.pi))
+        log_p0 = -0.5 * (x.pow(2).sum(-1) + self.chunk_dim * math.log(2.0 * math.pi))
         return log_p0 - integral
 
     def _log_prob(self, obs_n, act):

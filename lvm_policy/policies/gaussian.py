@@ -30,24 +30,25 @@ class GaussianPolicy(Policy):
     def __init__(self, obs_dim: int, act_dim: int, config: GaussianConfig | None = None, **kw):
         super().__init__(obs_dim, act_dim, config or GaussianConfig(), **kw)
         c = self.config
-        self.net = mlp(obs_dim, 2 * act_dim, c.hidden_dim, c.num_layers)
+        self.net = mlp(self.in_dim, 2 * self.chunk_dim, c.hidden_dim, c.num_layers)
 
     def _dist(self, obs_n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, raw = self.net(obs_n).chunk(2, dim=-1)  # (B, A) each, normalised action space
+        mean, raw = self.net(obs_n).chunk(2, dim=-1)  # (B, H * A) each, normalised action space
         return mean, bounded_log_std(raw, self.config.min_std, self.config.max_std)
 
     def _log_prob(self, obs_n, act):
         mean, log_std = self._dist(obs_n)
         return diag_gaussian_log_prob(self.normalize_act(act), mean, log_std) + self.act_log_jacobian()
 
-    def _loss(self, obs_n, act):
+    def _loss(self, obs_n, act, mask=None):
         mean, log_std = self._dist(obs_n)
-        nll = -diag_gaussian_log_prob(self.normalize_act(act), mean, log_std).mean()
+        log_p = diag_gaussian_log_prob(self.normalize_act(act), mean, log_std, self.dim_mask(mask))  # (B,)
+        nll = -log_p.mean() / self.horizon if mask is None else -log_p.sum() / mask.sum()  # per action
         return nll, {"nll": nll, "std": log_std.exp().mean()}
 
     def _sample(self, obs_n, n):
         mean, log_std = self._dist(obs_n)
-        eps = torch.randn(mean.shape[0], n, mean.shape[1], device=mean.device)  # (B, n, A)
+        eps = torch.randn(mean.shape[0], n, mean.shape[1], device=mean.device)  # (B, n, H * A)
         return self.denormalize_act(mean[:, None] + log_std.exp()[:, None] * eps)
 
     def _mode(self, obs_n):

@@ -39,26 +39,30 @@ class GMMPolicy(Policy):
     def __init__(self, obs_dim: int, act_dim: int, config: GMMConfig | None = None, **kw):
         super().__init__(obs_dim, act_dim, config or GMMConfig(), **kw)
         c = self.config
-        self.net = mlp(obs_dim, c.num_components * (1 + 2 * act_dim), c.hidden_dim, c.num_layers)
+        self.net = mlp(self.in_dim, c.num_components * (1 + 2 * self.chunk_dim), c.hidden_dim, c.num_layers)
 
     def _mixture(self, obs_n):
-        K, A = self.config.num_components, self.act_dim
+        K, A = self.config.num_components, self.chunk_dim  # A: the chunk's H * A numbers
         out = self.net(obs_n)  # (B, K * (1 + 2A))
         logits = out[:, :K]  # (B, K)
         mean = out[:, K : K + K * A].reshape(-1, K, A)  # (B, K, A)
         log_std = bounded_log_std(out[:, K + K * A :].reshape(-1, K, A), self.config.min_std, self.config.max_std)
         return torch.log_softmax(logits, dim=-1), mean, log_std
 
-    def _log_prob_n(self, obs_n, act_n):
+    def _log_prob_n(self, obs_n, act_n, dim_mask=None):
+        # With a mask, each component's density of the kept actions only: the mixture's exact marginal.
         log_w, mean, log_std = self._mixture(obs_n)
-        comp = diag_gaussian_log_prob(act_n[:, None, :], mean, log_std)  # (B, K)
+        dm = None if dim_mask is None else dim_mask[:, None, :]
+        comp = diag_gaussian_log_prob(act_n[:, None, :], mean, log_std, dm)  # (B, K)
         return torch.logsumexp(log_w + comp, dim=-1)  # (B,)
 
     def _log_prob(self, obs_n, act):
         return self._log_prob_n(obs_n, self.normalize_act(act)) + self.act_log_jacobian()
 
-    def _loss(self, obs_n, act):
-        nll = -self._log_prob_n(obs_n, self.normalize_act(act)).mean()
+    def _loss(self, obs_n, act, mask=None):
+        log_p = self._log_prob_n(obs_n, self.normalize_act(act), self.dim_mask(mask))  # (B,)
+        # per action, so that the loss's scale does not grow with H
+        nll = -log_p.mean() / self.horizon if mask is None else -log_p.sum() / mask.sum()
         return nll, {"nll": nll}
 
     def _draw(self, obs_n, n, noise: bool):

@@ -33,6 +33,26 @@ is -ELBO divided by the number of actions in the minibatch, so its scale matches
 z ~ p(z | s_0) is drawn at each episode's first step and held until ``reset(mask)`` ends that episode. The
 held-out NLL is the IWAE bound on log pi(a_0..T | s_0..T) of whole held-out episodes over their length.
 
+Chunk scope (``latent_scope="chunk"``, the same as "step"): one z per prediction, q(z | window, chunk), p(z | window),
+pi(chunk | window, z), where the window is the last ``obs_horizon`` observations and the chunk the next
+``action_horizon`` actions (with 1/1 it is the step scope above). Actions past an episode's end are left out of the
+reconstruction term (the decoder factorises over them).
+
+Hierarchical scope (``latent_scope="hierarchical"``): both levels. An episode latent z_e with q(z_e | episode) (the
+pooled encoder of the episode scope) and prior p(z_e | s_0), held for the episode, and beneath it a chunk latent
+z_c with q(z_c | window, chunk, z_e), a learned mixture prior p(z_c | window, z_e) and the decoder
+pi(chunk | window, z_c, z_e). On whole episodes (a chunk at every step t),
+
+    ELBO(tau) = E_q [ sum_t log pi(chunk_t | w_t, z_c,t, z_e)
+                      - beta * KL(q(z_c,t | w_t, chunk_t, z_e) || p(z_c,t | w_t, z_e)) ]
+                - episode_beta * KL(q(z_e | tau) || p(z_e | s_0)),
+
+the mixture KLs estimated at the reparameterised samples. At test time z_e ~ p(z_e | s_0) is drawn at reset and
+held; z_c ~ p(z_c | window, z_e) at every prediction. z_e carries the coupled choices (which side at every tree),
+z_c the independent ones (this tree's side). The held-out bound is a nested IWAE: ``iwae_samples`` draws of z_e,
+each step's likelihood given z_e estimated by ``CHUNK_IWAE_SAMPLES`` draws of z_c (an unbiased estimate inside
+the logarithm, so the result is still a lower bound).
+
 Step scope: at test time z ~ p(z | s), drawn every step or once per episode and held (``hold_latent``); z = 0 is
 never used because it is exactly the point between two symmetric modes. ``log_prob`` is the importance-weighted bound
 (IWAE, Burda et al. 2016) with K samples from q, a lower bound on log pi(a | s) that tightens as K grows.
@@ -42,7 +62,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -50,6 +70,7 @@ from lvm_policy.nets import bounded_log_std, categorical_sample, diag_gaussian_k
 from lvm_policy.policies.base import Policy, PolicyConfig, register_policy
 
 EPISODE_BETA = 0.2  # default KL weight of the episode scope (see LatentConfig.beta)
+CHUNK_IWAE_SAMPLES = 8  # hierarchical scope: inner draws of z_c per step in the held-out bound
 
 
 @dataclass
@@ -60,8 +81,14 @@ class LatentConfig(PolicyConfig):
     """p(z|s): the textbook fixed N(0, I), a learned state-conditioned Gaussian, or a learned mixture of Gaussians"""
     prior_components: int = 8
     """components of the mixture prior"""
-    latent_scope: Literal["step", "episode"] = "step"
-    """step: q(z|s,a), z redrawn every step (a per-step mixture); episode: q(z|episode), z drawn at reset, held"""
+    latent_scope: Literal["step", "chunk", "episode", "hierarchical"] = "step"
+    """step or chunk (the same): q(z|window, chunk), z redrawn at every prediction; episode: q(z|episode), z drawn at
+    reset and held; hierarchical: an episode latent held for the episode and a chunk latent drawn at each prediction"""
+    episode_beta: float = EPISODE_BETA
+    """hierarchical scope: KL weight of the episode latent (beta weighs the chunk latent's)"""
+    segment_steps: int | None = 16
+    """hierarchical scope, training: the chunk level's terms of each episode are estimated on this many random steps
+    (scaled to the episode's length: unbiased), the episode encoder reading every step; None: every step"""
     segment_batch: int = 32
     """episode scope: whole demonstration episodes per minibatch (Slalom, 1 thread: 16 -> 20 ms a step,
     32 -> 38 ms, 64 -> 81 ms; 32 keeps 6,000 steps near the 3-minute budget)"""
@@ -98,8 +125,15 @@ class LatentConfig(PolicyConfig):
             raise ValueError(f"prior must be standard, gaussian or mixture, got {self.prior!r}")
         if (self.beta is not None and self.beta < 0) or self.free_bits < 0:
             raise ValueError(f"beta and free_bits must be >= 0, got {self.beta}, {self.free_bits}")
-        if self.latent_scope not in ("step", "episode") or self.segment_batch < 1:
-            raise ValueError(f"latent_scope must be step or episode and segment_batch >= 1, got {self.latent_scope}")
+        if self.latent_scope not in ("step", "chunk", "episode", "hierarchical") or self.segment_batch < 1:
+            raise ValueError(
+                "latent_scope must be step, chunk, episode or hierarchical and segment_batch >= 1, got "
+                f"{self.latent_scope}, {self.segment_batch}"
+            )
+        if self.segment_steps is not None and self.segment_steps < 1:
+            raise ValueError(f"segment_steps must be >= 1 or None, got {self.segment_steps}")
+        if self.episode_beta < 0:
+            raise ValueError(f"episode_beta must be >= 0, got {self.episode_beta}")
         if not 0 < self.min_std <= self.max_std:
             raise ValueError(f"need 0 < min_std <= max_std, got {self.min_std}, {self.max_std}")
         if self.prior_scale < 0:
@@ -120,19 +154,35 @@ class LatentConfig(PolicyConfig):
 class LatentPolicy(Policy):
     name = "lvm"
     config_class = LatentConfig
+    benchmark_rows: ClassVar[dict[str, dict]] = {
+        "lvm": {},
+        "lvm-episode": {"latent_scope": "episode"},
+        "lvm-hierarchical": {"latent_scope": "hierarchical", "action_horizon": 8, "action_steps": 4},
+    }
 
     def __init__(self, obs_dim: int, act_dim: int, config: LatentConfig | None = None, **kw):
         super().__init__(obs_dim, act_dim, config or LatentConfig(), **kw)
         c = self.config
-        dz = c.latent_dim
-        if c.latent_scope == "episode":  # per-step features, pooled over the episode, then a linear head
-            self.encoder = mlp(obs_dim + act_dim, c.hidden_dim, c.hidden_dim, c.num_layers)
-            self.encoder_head = torch.nn.Linear(c.hidden_dim, 2 * dz)
-        else:
-            self.encoder = mlp(obs_dim + act_dim, 2 * dz, c.hidden_dim, c.num_layers)
-        self.decoder = mlp(obs_dim + dz, 2 * act_dim, c.hidden_dim, c.num_layers)
+        dz, W, D = c.latent_dim, self.in_dim, self.chunk_dim  # W: a window's To * O numbers, D: a chunk's H * A
         K = c.prior_components if c.prior == "mixture" else 1
-        self.prior = None if c.prior == "standard" else mlp(obs_dim, K * (1 + 2 * dz), c.hidden_dim, c.num_layers)
+
+        def prior_net(inputs: int) -> torch.nn.Module | None:
+            return None if c.prior == "standard" else mlp(inputs, K * (1 + 2 * dz), c.hidden_dim, c.num_layers)
+
+        # The chunk level's networks read the window and, in the hierarchical scope, the episode latent z_e.
+        cond = W + dz if c.latent_scope == "hierarchical" else W
+        if c.latent_scope in ("episode", "hierarchical"):  # per-step features pooled over the episode, a linear head
+            episode_encoder = mlp(W + D, c.hidden_dim, c.hidden_dim, c.num_layers)
+            episode_head = torch.nn.Linear(c.hidden_dim, 2 * dz)
+        if c.latent_scope == "episode":
+            self.encoder, self.encoder_head = episode_encoder, episode_head
+        else:
+            self.encoder = mlp(cond + D, 2 * dz, c.hidden_dim, c.num_layers)
+        if c.latent_scope == "hierarchical":
+            self.episode_encoder, self.episode_encoder_head = episode_encoder, episode_head
+            self.episode_prior = prior_net(W)
+        self.decoder = mlp(cond + dz, 2 * D, c.hidden_dim, c.num_layers)
+        self.prior = prior_net(cond)
         self.beta_now = c.final_beta if c.beta_warmup_steps == 0 else 0.0
         self._held_z: torch.Tensor | None = None  # (N, dz) latent held for the current episode
         self._held_valid: torch.Tensor | None = None  # (N,) bool: does _held_z belong to this episode?
@@ -141,17 +191,23 @@ class LatentPolicy(Policy):
     def _clamp(self, log_var):
         return log_var.clamp(self.config.min_log_var, self.config.max_log_var)
 
-    def posterior(self, obs_n, act_n):
+    def posterior(self, obs_n, act_n, dim_mask=None):
+        """q(z | window, chunk): mean and log-variance (B, dz). Actions past the episode's end (dim_mask 0) are read
+        as zeros, so that the padding carries no information (ACT masks them the same way)."""
+        if dim_mask is not None:
+            act_n = act_n * dim_mask
         mean, log_var = self.encoder(torch.cat([obs_n, act_n], -1)).chunk(2, -1)  # (B, dz) each
         return mean, self._clamp(log_var)
 
-    def prior_params(self, obs_n):
-        """Mixture weights (B, K) as log-probabilities, means and log-variances (B, K, dz); K = 1 unless mixture."""
+    def prior_params(self, obs_n, net: torch.nn.Module | None | str = "chunk"):
+        """Mixture weights (B, K) as log-probabilities, means and log-variances (B, K, dz); K = 1 unless mixture.
+        net: the prior network (default: the per-prediction level's, ``self.prior``; None: N(0, I))."""
+        net = self.prior if net == "chunk" else net
         B, dz = obs_n.shape[0], self.config.latent_dim
-        if self.prior is None:
+        if net is None:
             zeros = obs_n.new_zeros(B, 1, dz)
             return obs_n.new_zeros(B, 1), zeros, zeros
-        out = self.prior(obs_n)
+        out = net(obs_n)
         K = out.shape[-1] // (1 + 2 * dz)
         log_w = torch.log_softmax(out[:, :K], dim=-1)
         mean = out[:, K : K + K * dz].reshape(B, K, dz)
@@ -174,11 +230,11 @@ class LatentPolicy(Policy):
         return (log_q - self.prior_log_prob(z[:, None], prior)[:, 0])[:, None]
 
     def decode(self, obs_n, z):
-        """Decoder mean and log-std in normalised action space; obs_n (..., O), z (..., dz) -> (..., A) each."""
+        """Decoder mean and log-std in normalised action space; obs_n (..., O), z (..., dz) -> (..., H * A) each."""
         mean, raw = self.decoder(torch.cat([obs_n, z], -1)).chunk(2, -1)
         # The bounds are in action units (half widths of the box): a cap in normalised units would be below the
         # noise of a dimension that is nearly constant, and z would be forced to encode that noise.
-        log_scale = self.act_log_half_width() - torch.log(self.act_std)  # (A,)
+        log_scale = self.act_log_half_width() - torch.log(self.act_std).repeat(self.horizon)  # (H * A,)
         return mean, bounded_log_std(raw, self.config.min_std, self.config.max_std) + log_scale
 
     # ------------------------------------------------------------------------------------ training
@@ -188,33 +244,44 @@ class LatentPolicy(Policy):
         self.beta_now = beta * min(1.0, step / c.beta_warmup_steps) if c.beta_warmup_steps > 0 else beta
 
     def _loss(self, obs_n, act, mask=None):
-        if self.config.latent_scope == "episode":
-            if mask is None:  # single transitions: segments of length one
-                obs_n, act, mask = obs_n[:, None], act[:, None], torch.ones(act.shape[0], 1, device=act.device)
-            return self._segment_loss(obs_n, act, mask)
-        act_n = self.normalize_act(act)
-        mu_q, lv_q = self.posterior(obs_n, act_n)
+        scope = self.config.latent_scope
+        if scope in ("episode", "hierarchical"):
+            if mask is None:  # single windows: segments of length one
+                obs_n, act = obs_n[:, None], act[:, None]
+                mask = torch.ones(act.shape[0], 1, device=act.device)
+            if scope == "episode":
+                return self._segment_loss(obs_n, act, mask)
+            return self._hierarchical_loss(obs_n, act, mask)
+        act_n, keep = self.normalize_act(act), self.dim_mask(mask)
+        mu_q, lv_q = self.posterior(obs_n, act_n, keep)
         z = mu_q + torch.exp(0.5 * lv_q) * torch.randn_like(mu_q)  # reparameterised sample (B, dz)
         mean, log_std = self.decode(obs_n, z)
-        recon = diag_gaussian_log_prob(act_n, mean, log_std).mean()  # E_q log pi(a|s,z), one sample
+        # E_q log pi(chunk | window, z), one sample; actions past the episode's end are left out (the decoder
+        # factorises over them)
+        log_lik = diag_gaussian_log_prob(act_n, mean, log_std, keep)  # (B,)
+        recon = log_lik.mean()
         kl_dims = self.kl(mu_q, lv_q, z, self.prior_params(obs_n)).mean(0)  # (dz,), or (1,) for the mixture
         kl_term = kl_dims.clamp_min(self.config.free_bits).sum() if self.config.free_bits > 0 else kl_dims.sum()
         loss = -recon + self.beta_now * kl_term
         kl = kl_dims.sum()
+        if self.horizon > 1:  # per action, so that the loss's scale does not grow with H
+            actions = self.horizon if mask is None else mask.sum() / mask.shape[0]  # mean actions per chunk
+            loss, recon, kl = loss / actions, recon / actions, kl / actions
         # Active units (Burda et al. 2016): dimensions whose posterior mean varies across the batch; a collapsed
         # posterior has none and the decoder ignores z.
         active = (mu_q.detach().var(0) > 0.01).sum()
+        per_action_jacobian = self.act_log_jacobian() / self.horizon if self.horizon > 1 else self.act_log_jacobian()
         return loss, {
             "recon": recon,
             "kl": kl,
             "beta": torch.full((), self.beta_now, device=kl.device),
-            "nll_elbo": -recon + kl - self.act_log_jacobian(),
+            "nll_elbo": -recon + kl - per_action_jacobian,
             "active_dims": active,
         }
 
     # --------------------------------------------------------------------------------- likelihoods
     def elbo(self, obs: torch.Tensor, act: torch.Tensor, samples: int = 1) -> torch.Tensor:
-        """(B,) ELBO (beta = 1) of raw actions, Monte Carlo over ``samples`` draws of z."""
+        """(B,) ELBO (beta = 1) of raw chunks given windows (flat), Monte Carlo over ``samples`` draws of z."""
         obs_n, act_n = self.normalize_obs(obs), self.normalize_act(act)
         mu_q, lv_q = self.posterior(obs_n, act_n)
         z = mu_q[:, None] + torch.exp(0.5 * lv_q)[:, None] * torch.randn(
@@ -230,91 +297,226 @@ class LatentPolicy(Policy):
             kl = (log_q - self.prior_log_prob(z, prior)).mean(1)
         return recon - kl + self.act_log_jacobian()
 
-    def iwae(self, obs_n: torch.Tensor, act: torch.Tensor, k: int) -> torch.Tensor:
-        """(B,) log (1/K) sum_k pi(a|s,z_k) p(z_k|s) / q(z_k|s,a), z_k ~ q: a bound on log pi(a|s)."""
-        act_n = self.normalize_act(act)
-        mu_q, lv_q = self.posterior(obs_n, act_n)
+    def iwae_normalized(self, cond: torch.Tensor, act_n: torch.Tensor, k: int, dim_mask=None) -> torch.Tensor:
+        """(B,) log (1/K) sum_k pi(a|c,z_k) p(z_k|c) / q(z_k|c,a), z_k ~ q, for conditions cond (B, C) and
+        normalised chunks act_n (B, D): the per-prediction level's bound, in normalised units."""
+        mu_q, lv_q = self.posterior(cond, act_n, dim_mask)
         std_q = torch.exp(0.5 * lv_q)
         z = mu_q[:, None] + std_q[:, None] * torch.randn(
             mu_q.shape[0], k, mu_q.shape[1], device=mu_q.device
         )  # (B, K, dz)
         log_q = diag_gaussian_log_prob(z, mu_q[:, None], 0.5 * lv_q[:, None])  # (B, K)
-        log_p = self.prior_log_prob(z, self.prior_params(obs_n))  # (B, K)
-        mean, log_std = self.decode(obs_n[:, None].expand(-1, k, -1), z)
-        log_lik = diag_gaussian_log_prob(act_n[:, None], mean, log_std)  # (B, K)
-        return torch.logsumexp(log_lik + log_p - log_q, dim=1) - math.log(k) + self.act_log_jacobian()
+        log_p = self.prior_log_prob(z, self.prior_params(cond))  # (B, K)
+        mean, log_std = self.decode(cond[:, None].expand(-1, k, -1), z)
+        dm = None if dim_mask is None else dim_mask[:, None]
+        log_lik = diag_gaussian_log_prob(act_n[:, None], mean, log_std, dm)  # (B, K)
+        return torch.logsumexp(log_lik + log_p - log_q, dim=1) - math.log(k)
+
+    def iwae(self, obs_n: torch.Tensor, act: torch.Tensor, k: int) -> torch.Tensor:
+        """(B,) log (1/K) sum_k pi(a|s,z_k) p(z_k|s) / q(z_k|s,a), z_k ~ q: a bound on log pi(a|s)."""
+        return self.iwae_normalized(obs_n, self.normalize_act(act), k) + self.act_log_jacobian()
 
     def _log_prob(self, obs_n, act):
-        if self.config.latent_scope == "episode":  # each transition as a segment of length one (see module doc)
+        scope = self.config.latent_scope
+        if scope in ("episode", "hierarchical"):  # each window as a segment of length one (see module doc)
             ones = torch.ones(act.shape[0], 1, device=act.device)
             return self.segment_iwae(obs_n[:, None], act[:, None], ones, self.config.iwae_samples)
         return self.iwae(obs_n, act, self.config.iwae_samples)
 
     # ------------------------------------------------------------------------------ episode scope
     def segments_per_batch(self) -> int | None:
-        return self.config.segment_batch if self.config.latent_scope == "episode" else None
+        return self.config.segment_batch if self.config.latent_scope in ("episode", "hierarchical") else None
 
-    def segment_posterior(self, obs_n: torch.Tensor, act_n: torch.Tensor, mask: torch.Tensor):
-        """q(z | tau): obs_n (B, T, O), act_n (B, T, A), mask (B, T) -> mean, log-variance (B, dz) each."""
-        h = torch.nn.functional.mish(self.encoder(torch.cat([obs_n, act_n], -1)))  # (B, T, H)
+    def _segment_masks(self, mask: torch.Tensor):
+        """A segment's mask (B, T) or (B, T, H) as the step mask (B, T) and the chunk dimensions' mask (B, T, H * A)
+        (None with H = 1: the step mask says it all)."""
+        if mask.dim() == 2:
+            return mask, None
+        return mask[..., 0], (self.dim_mask(mask) if self.horizon > 1 else None)
+
+    def _segment_jacobian(self, mask: torch.Tensor) -> torch.Tensor:
+        """(B,) log-Jacobian of a segment's raw actions: per action, times its actions inside the episode."""
+        step, _ = self._segment_masks(mask)
+        if self.horizon == 1 or mask.dim() == 2:  # whole chunks at every step
+            return step.sum(1).to(self.act_std.dtype) * self.act_log_jacobian()
+        return mask.sum((1, 2)).to(self.act_std.dtype) * self.act_log_jacobian() / self.horizon
+
+    def segment_posterior(
+        self, obs_n: torch.Tensor, act_n: torch.Tensor, mask: torch.Tensor, level: str = "encoder", dim_mask=None
+    ):
+        """q(z | tau): obs_n (B, T, O), act_n (B, T, D), mask (B, T) -> mean, log-variance (B, dz) each. Chunk
+        actions past the episode's end (dim_mask (B, T, D) 0) are read as zeros."""
+        if dim_mask is not None:
+            act_n = act_n * dim_mask
+        encoder = getattr(self, level)
+        head = getattr(self, f"{level}_head")
+        h = torch.nn.functional.mish(encoder(torch.cat([obs_n, act_n], -1)))  # (B, T, hidden)
         w = mask.to(h.dtype)[..., None]
-        pooled = (h * w).sum(1) / w.sum(1).clamp_min(1.0)  # (B, H) masked mean over the episode
-        mean, log_var = self.encoder_head(pooled).chunk(2, -1)
+        pooled = (h * w).sum(1) / w.sum(1).clamp_min(1.0)  # (B, hidden) masked mean over the episode
+        mean, log_var = head(pooled).chunk(2, -1)
         return mean, self._clamp(log_var)
 
-    def segment_log_lik(self, obs_n, act_n, mask, z):
-        """sum_t log pi(a_t | s_t, z) per segment: obs_n (B, T, O), act_n (B, T, A), z (B, S, dz) -> (B, S)."""
+    def segment_log_lik(self, obs_n, act_n, mask, z, dim_mask=None):
+        """sum_t log pi(a_t | s_t, z) per segment: obs_n (B, T, O), act_n (B, T, D), z (B, S, dz) -> (B, S)."""
         B, T, _ = obs_n.shape
         S = z.shape[1]
         zt = z[:, :, None, :].expand(B, S, T, z.shape[-1])  # (B, S, T, dz)
         mean, log_std = self.decode(obs_n[:, None].expand(B, S, T, obs_n.shape[-1]), zt)
-        per_step = diag_gaussian_log_prob(act_n[:, None], mean, log_std)  # (B, S, T)
+        dm = None if dim_mask is None else dim_mask[:, None]
+        per_step = diag_gaussian_log_prob(act_n[:, None], mean, log_std, dm)  # (B, S, T)
         return (per_step * mask[:, None].to(per_step.dtype)).sum(-1)
 
     def sequence_elbo_terms(self, obs_n, act, mask, z=None):
         """(log-likelihood (B,), KL estimate (B,), z (B, dz)) of whole segments in normalised units; z drawn
         from q(z | tau) by reparameterisation unless given."""
+        step, dm = self._segment_masks(mask)
         act_n = self.normalize_act(act)
-        mu_q, lv_q = self.segment_posterior(obs_n, act_n, mask)
+        mu_q, lv_q = self.segment_posterior(obs_n, act_n, step, dim_mask=dm)
         if z is None:
             z = mu_q + torch.exp(0.5 * lv_q) * torch.randn_like(mu_q)  # (B, dz)
-        log_lik = self.segment_log_lik(obs_n, act_n, mask, z[:, None])[:, 0]  # (B,)
+        log_lik = self.segment_log_lik(obs_n, act_n, step, z[:, None], dm)[:, 0]  # (B,)
         kl = self.kl(mu_q, lv_q, z, self.prior_params(obs_n[:, 0])).sum(-1)  # (B,) prior at s_0
         return log_lik, kl, z, mu_q
 
+    def _actions(self, mask: torch.Tensor) -> torch.Tensor:
+        """Actions a segment minibatch's likelihood counts: steps with H = 1, chunk actions inside episodes else."""
+        return mask.sum().clamp_min(1)
+
     def _segment_loss(self, obs_n, act, mask):
         log_lik, kl, _, mu_q = self.sequence_elbo_terms(obs_n, act, mask)
-        steps = mask.sum().clamp_min(1)
+        steps = self._actions(mask)
+        jac = self.act_log_jacobian() / self.horizon
         loss = -(log_lik - self.beta_now * kl).sum() / steps  # per action, like the step scope
         return loss, {
             "recon": log_lik.sum() / steps,
             "kl": kl.mean(),
             "beta": torch.full((), self.beta_now, device=kl.device),
-            "nll_elbo": -(log_lik - kl).sum() / steps - self.act_log_jacobian(),
+            "nll_elbo": -(log_lik - kl).sum() / steps - (self.act_log_jacobian() if self.horizon == 1 else jac),
             "active_dims": (mu_q.detach().var(0) > 0.01).sum(),
         }
 
     def segment_iwae(self, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
         """(B,) log (1/K) sum_k prod_t pi(a_t|s_t,z_k) p(z_k|s_0) / q(z_k|tau), z_k ~ q(z|tau), raw actions: a
         lower bound on the log-likelihood of each whole segment, tightening with K."""
+        if self.config.latent_scope == "hierarchical":
+            return self.hierarchical_iwae(obs_n, act, mask, k)
+        step, dm = self._segment_masks(mask)
         act_n = self.normalize_act(act)
-        mu_q, lv_q = self.segment_posterior(obs_n, act_n, mask)
+        mu_q, lv_q = self.segment_posterior(obs_n, act_n, step, dim_mask=dm)
         z = mu_q[:, None] + torch.exp(0.5 * lv_q)[:, None] * torch.randn(
             mu_q.shape[0], k, mu_q.shape[1], device=mu_q.device
         )  # (B, K, dz)
         log_q = diag_gaussian_log_prob(z, mu_q[:, None], 0.5 * lv_q[:, None])  # (B, K)
         log_p = self.prior_log_prob(z, self.prior_params(obs_n[:, 0]))  # (B, K)
-        log_lik = self.segment_log_lik(obs_n, act_n, mask, z)  # (B, K)
-        steps = mask.sum(1).to(log_lik.dtype)
-        return torch.logsumexp(log_lik + log_p - log_q, dim=1) - math.log(k) + steps * self.act_log_jacobian()
+        log_lik = self.segment_log_lik(obs_n, act_n, step, z, dm)  # (B, K)
+        return torch.logsumexp(log_lik + log_p - log_q, dim=1) - math.log(k) + self._segment_jacobian(mask)
 
     def segment_log_prob(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B,) IWAE bound (``iwae_samples``) on the log-likelihood of whole segments of raw observations."""
+        """(B,) IWAE bound (``iwae_samples``) on the log-likelihood of whole segments of raw observations: obs
+        (B, T, To * O), act (B, T, H * A), mask (B, T) or (B, T, H)."""
         return self.segment_iwae(self.normalize_obs(obs), act, mask, self.config.iwae_samples)
 
+    # ------------------------------------------------------------------------- hierarchical scope
+    def _with_episode_latent(self, obs_n: torch.Tensor, z_e: torch.Tensor) -> torch.Tensor:
+        """The chunk level's condition: windows (..., O) beside the episode latent (B, dz) -> (..., O + dz)."""
+        z = z_e.reshape(z_e.shape[0], *([1] * (obs_n.dim() - 2)), z_e.shape[-1]).expand(*obs_n.shape[:-1], -1)
+        return torch.cat([obs_n, z], -1)
+
+    def hierarchical_elbo_terms(self, obs_n, act, mask, z_e=None, z_c=None, steps: int | None = None):
+        """The two-level ELBO's terms per segment, in normalised units: (sum_t log pi (B,), sum_t KL_c (B,),
+        KL_e (B,), z_e (B, dz), the episode posterior mean (B, dz)). obs_n (B, T, O), act (B, T, D), mask (B, T)
+        or (B, T, H). z_e (B, dz) and z_c (B, T, dz) are drawn by reparameterisation unless given; every KL is
+        estimated at its sample (the mixture priors have no closed form), so for fixed latents the ELBO is
+        sum_t [log pi + log p(z_c) - log q(z_c)] + log p(z_e | s_0) - log q(z_e | tau).
+
+        steps: estimate the sums over t from that many random steps of each episode, scaled by its length over
+        the steps drawn (unbiased; the episode encoder still reads every step); None: every step."""
+        step, dm = self._segment_masks(mask)
+        act_n = self.normalize_act(act)
+        mu_e, lv_e = self.segment_posterior(obs_n, act_n, step, "episode_encoder", dm)
+        if z_e is None:
+            z_e = mu_e + torch.exp(0.5 * lv_e) * torch.randn_like(mu_e)  # (B, dz)
+        log_q_e = diag_gaussian_log_prob(z_e, mu_e, 0.5 * lv_e)  # (B,)
+        kl_e = log_q_e - self.prior_log_prob(z_e[:, None], self.prior_params(obs_n[:, 0], self.episode_prior))[:, 0]
+        scale = None
+        if steps is not None and steps < step.shape[1]:
+            # steps of each episode drawn uniformly without replacement among its real ones (random scores, top-k)
+            score = torch.where(step, torch.rand(step.shape, device=step.device), -1.0)
+            pick = score.topk(steps, dim=1).indices  # (B, K)
+            valid = step.gather(1, pick)  # (B, K): fewer real steps than K leave some picks on padding
+            scale = step.sum(1) / valid.sum(1).clamp_min(1)  # (B,) length over steps drawn
+            obs_n, act_n, step = (
+                obs_n.gather(1, pick[..., None].expand(-1, -1, obs_n.shape[-1])),
+                act_n.gather(1, pick[..., None].expand(-1, -1, act_n.shape[-1])),
+                valid,
+            )
+            dm = None if dm is None else dm.gather(1, pick[..., None].expand(-1, -1, dm.shape[-1]))
+            if z_c is not None:
+                z_c = z_c.gather(1, pick[..., None].expand(-1, -1, z_c.shape[-1]))
+        B, T = step.shape
+        cond = self._with_episode_latent(obs_n, z_e).reshape(B * T, -1)  # (B T, O + dz)
+        flat_act = act_n.reshape(B * T, -1)
+        flat_keep = None if dm is None else dm.reshape(B * T, -1)
+        mu_c, lv_c = self.posterior(cond, flat_act, flat_keep)  # (B T, dz)
+        if z_c is None:
+            z_c = mu_c + torch.exp(0.5 * lv_c) * torch.randn_like(mu_c)
+        z_c = z_c.reshape(B * T, -1)
+        mean, log_std = self.decode(cond, z_c)
+        log_lik = diag_gaussian_log_prob(flat_act, mean, log_std, flat_keep)
+        log_q_c = diag_gaussian_log_prob(z_c, mu_c, 0.5 * lv_c)
+        kl_c = log_q_c - self.prior_log_prob(z_c[:, None], self.prior_params(cond))[:, 0]  # (B T,)
+        w = step.to(log_lik.dtype)
+        log_lik, kl_c = (log_lik.reshape(B, T) * w).sum(1), (kl_c.reshape(B, T) * w).sum(1)
+        if scale is not None:
+            log_lik, kl_c = log_lik * scale, kl_c * scale
+        return log_lik, kl_c, kl_e, z_e, mu_e
+
+    def hierarchical_elbo(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor, z_e=None, z_c=None):
+        """(B,) the two-level ELBO (beta = 1 at both levels) of raw segments, a bound on log pi(actions | states)."""
+        log_lik, kl_c, kl_e, _, _ = self.hierarchical_elbo_terms(self.normalize_obs(obs), act, mask, z_e, z_c)
+        return log_lik - kl_c - kl_e + self._segment_jacobian(mask)
+
+    def _hierarchical_loss(self, obs_n, act, mask):
+        log_lik, kl_c, kl_e, _, mu_e = self.hierarchical_elbo_terms(obs_n, act, mask, steps=self.config.segment_steps)
+        actions = self._actions(mask)
+        loss = -(log_lik - self.beta_now * kl_c - self._episode_beta_now() * kl_e).sum() / actions
+        jac = self.act_log_jacobian() / self.horizon
+        return loss, {
+            "recon": log_lik.sum() / actions,
+            "kl": kl_c.sum() / actions,
+            "kl_episode": kl_e.mean(),
+            "beta": torch.full((), self.beta_now, device=loss.device),
+            "nll_elbo": -(log_lik - kl_c - kl_e).sum() / actions - jac,
+            "active_dims": (mu_e.detach().var(0) > 0.01).sum(),
+        }
+
+    def _episode_beta_now(self) -> float:
+        """The episode latent's KL weight, warmed up like beta."""
+        c = self.config
+        return c.episode_beta * (self.beta_now / c.final_beta if c.final_beta > 0 else 1.0)
+
+    def hierarchical_iwae(self, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+        """(B,) nested IWAE bound on each segment's log-likelihood: K draws of z_e ~ q(z_e | tau), each step's
+        log pi(chunk_t | w_t, z_e) estimated by a CHUNK_IWAE_SAMPLES-sample IWAE over z_c."""
+        step, dm = self._segment_masks(mask)
+        act_n = self.normalize_act(act)
+        mu_e, lv_e = self.segment_posterior(obs_n, act_n, step, "episode_encoder", dm)
+        B, T = step.shape
+        z_e = mu_e[:, None] + torch.exp(0.5 * lv_e)[:, None] * torch.randn(B, k, mu_e.shape[1], device=mu_e.device)
+        log_q = diag_gaussian_log_prob(z_e, mu_e[:, None], 0.5 * lv_e[:, None])  # (B, K)
+        log_p = self.prior_log_prob(z_e, self.prior_params(obs_n[:, 0], self.episode_prior))  # (B, K)
+        cond = torch.cat(
+            [obs_n[:, None].expand(B, k, T, obs_n.shape[-1]), z_e[:, :, None].expand(B, k, T, z_e.shape[-1])], -1
+        ).reshape(B * k * T, -1)
+        acts = act_n[:, None].expand(B, k, T, act_n.shape[-1]).reshape(B * k * T, -1)
+        dms = None if dm is None else dm[:, None].expand(B, k, T, dm.shape[-1]).reshape(B * k * T, -1)
+        per_step = self.iwae_normalized(cond, acts, CHUNK_IWAE_SAMPLES, dms).reshape(B, k, T)
+        log_lik = (per_step * step[:, None].to(per_step.dtype)).sum(-1)  # (B, K)
+        return torch.logsumexp(log_lik + log_p - log_q, dim=1) - math.log(k) + self._segment_jacobian(mask)
+
     # ------------------------------------------------------------------------------------- acting
-    def _prior_sample(self, obs_n, n):
-        log_w, mean, log_var = self.prior_params(obs_n)
+    def _prior_sample(self, obs_n, n, net: torch.nn.Module | None | str = "chunk"):
+        log_w, mean, log_var = self.prior_params(obs_n, net)
         B, K, dz = mean.shape
         k = categorical_sample(log_w, n) if K > 1 else log_w.new_zeros(B, n, dtype=torch.long)
         idx = k[..., None].expand(B, n, dz)
@@ -322,6 +524,13 @@ class LatentPolicy(Policy):
         return mu + self.config.prior_scale * torch.exp(0.5 * lv) * torch.randn_like(mu)
 
     def _sample(self, obs_n, n):
+        """(B, n, D) chunks from pi(. | window); the hierarchical scope draws z_e ~ p(z_e | window) with each."""
+        if self.config.latent_scope == "hierarchical":
+            z_e = self._prior_sample(obs_n, n, self.episode_prior)  # (B, n, dz)
+            cond = torch.cat([obs_n[:, None].expand(-1, n, -1), z_e], -1)  # (B, n, O + dz)
+            z = self._prior_sample(cond.reshape(-1, cond.shape[-1]), 1)[:, 0].reshape(obs_n.shape[0], n, -1)
+            mean, log_std = self.decode(cond, z)
+            return self.denormalize_act(mean + log_std.exp() * torch.randn_like(mean))
         z = self._prior_sample(obs_n, n)
         mean, log_std = self.decode(obs_n[:, None].expand(-1, n, -1), z)
         return self.denormalize_act(mean + log_std.exp() * torch.randn_like(mean))
@@ -331,28 +540,42 @@ class LatentPolicy(Policy):
         if self._held_z is not None and self._held_z.is_inference() and not torch.is_inference_mode_enabled():
             self._held_z, self._held_valid = self._held_z.clone(), self._held_valid.clone()
 
-    def reset(self, mask: torch.Tensor | None = None) -> None:
+    def _reset(self, mask: torch.Tensor | None) -> None:
         if mask is None or self._held_valid is None or mask.shape != self._held_valid.shape:
             self._held_z, self._held_valid = None, None
         else:  # in place, so that a captured CUDA graph sees the update
             self._writable_held_state()
             self._held_valid.logical_and_(~mask.to(self._held_valid.device))
 
-    def _acting_latent(self, obs_n):
-        """(B, dz): a fresh prior draw, or the one held since the episode's first step (no host sync)."""
-        z_new = self._prior_sample(obs_n, 1)[:, 0]
-        if not (self.config.hold_latent or self.config.latent_scope == "episode"):
-            return z_new
-        B = obs_n.shape[0]
-        if self._held_z is None or self._held_z.shape[0] != B or self._held_z.device != z_new.device:
-            self._held_z, self._held_valid = z_new.clone(), torch.ones(B, dtype=torch.bool, device=z_new.device)
-            return z_new
-        self._writable_held_state()
-        self._held_z.copy_(torch.where(self._held_valid[:, None], self._held_z, z_new))
-        self._held_valid.fill_(True)
-        return self._held_z
+    def _holds_latent(self) -> bool:
+        return self.config.hold_latent or self.config.latent_scope in ("episode", "hierarchical")
 
-    def _act(self, obs_n, deterministic):
-        mean, log_std = self.decode(obs_n, self._acting_latent(obs_n))
+    def _acting_latent(self, obs_n, rows=None, net: torch.nn.Module | None | str = "chunk"):
+        """(B, dz): a fresh prior draw, or the one held since the episode's first step (no host sync). rows (B,):
+        which acting environments the batch holds (None: all, in order)."""
+        z_new = self._prior_sample(obs_n, 1, net)[:, 0]
+        if not self._holds_latent():
+            return z_new
+        N = obs_n.shape[0] if rows is None else self._acting.num_envs
+        if self._held_z is None or self._held_z.shape[0] != N or self._held_z.device != z_new.device:
+            self._held_z = z_new.new_zeros(N, z_new.shape[1])
+            self._held_valid = torch.zeros(N, dtype=torch.bool, device=z_new.device)
+        self._writable_held_state()
+        if rows is None:
+            self._held_z.copy_(torch.where(self._held_valid[:, None], self._held_z, z_new))
+            self._held_valid.fill_(True)
+            return self._held_z
+        z = torch.where(self._held_valid[rows, None], self._held_z[rows], z_new)
+        self._held_z[rows] = z
+        self._held_valid[rows] = True
+        return z
+
+    def _act(self, obs_n, deterministic, rows=None):
+        if self.config.latent_scope == "hierarchical":  # z_e held for the episode, z_c fresh at each prediction
+            cond = torch.cat([obs_n, self._acting_latent(obs_n, rows, self.episode_prior)], -1)
+            z = self._prior_sample(cond, 1)[:, 0]
+            mean, log_std = self.decode(cond, z)
+        else:
+            mean, log_std = self.decode(obs_n, self._acting_latent(obs_n, rows))
         a_n = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
         return self.denormalize_act(a_n)

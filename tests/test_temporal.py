@@ -1,0 +1,273 @@
+"""Observation history and action chunks: the windows, the masking, the action queue, temporal ensembling, and
+the parity of the batched rollout with single-env ``predict`` calls."""
+
+import copy
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from envs import TreeAvoidVectorEnv
+from lvm_policy import list_policies, load_policy, make_policy
+from lvm_policy.policies.base import PolicyConfig
+from lvm_policy.policies.latent import LatentConfig
+from lvm_policy.temporal import Windows, window_index
+
+CHUNKED = dict(obs_horizon=2, action_horizon=4, action_steps=2)
+
+
+def config_of(name: str, **options) -> PolicyConfig:
+    from lvm_policy.policies import CONFIG_CLASSES
+
+    return CONFIG_CLASSES[name](**options)
+
+
+def test_windows_repeat_the_first_observation_and_mask_past_the_end():
+    episode = torch.tensor([0, 0, 0, 1, 1])
+    obs_index, act_index, act_mask = window_index(episode, obs_horizon=2, action_horizon=3)
+    assert obs_index.tolist() == [[0, 0], [0, 1], [1, 2], [3, 3], [3, 4]]
+    assert act_index.tolist() == [[0, 1, 2], [1, 2, 2], [2, 2, 2], [3, 4, 4], [4, 4, 4]]
+    assert act_mask.tolist() == [[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 0], [1, 0, 0]]
+    w = Windows(episode, 2, 3)
+    obs, act = torch.arange(5.0)[:, None], 10 + torch.arange(5.0)[:, None]
+    o, a, m = w.gather(obs, act, torch.tensor([1, 4]))
+    assert o[..., 0].tolist() == [[0, 1], [3, 4]] and a[..., 0].tolist() == [[11, 12, 12], [14, 14, 14]]
+    assert m.tolist() == [[1, 1, 0], [1, 0, 0]]
+    o, a, m = w.gather_episodes(obs, act, torch.tensor([1]))  # episode 1 padded to the longest (3 steps)
+    assert m.tolist() == [[[1, 1, 0], [1, 0, 0], [0, 0, 0]]] and o[0, :2, :, 0].tolist() == [[3, 3], [3, 4]]
+    # with 1/1 a window is the step itself: no padding, no mask
+    o, a, m = Windows(episode, 1, 1).gather(obs, act, torch.arange(5))
+    assert torch.equal(o[:, 0], obs) and torch.equal(a[:, 0], act) and m is None
+
+
+@pytest.mark.parametrize("name", ["gaussian", "gmm", "autoregressive", "lvm"])
+def test_factorised_classes_leave_padded_actions_out_of_the_loss(name):
+    torch.manual_seed(0)
+    p = make_policy(name, 3, 2, config_of(name, **CHUNKED))
+    obs, act = torch.randn(16, 2, 3), torch.rand(16, 4, 2) * 2 - 1
+    p.fit_normalizer(obs.reshape(-1, 3), act.reshape(-1, 2), act)
+    mask = torch.ones(16, 4, dtype=torch.bool)
+    mask[:8, 2:] = False
+    other = act.clone()
+    other[:8, 2:] = torch.rand(8, 2, 2) * 2 - 1  # change only what the mask leaves out
+    torch.manual_seed(1)
+    a, _ = p.loss(obs, act, mask)
+    torch.manual_seed(1)
+    b, _ = p.loss(obs, other, mask)
+    torch.manual_seed(1)
+    c, _ = p.loss(obs, other)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_masked_mixture_density_is_the_marginal():
+    """gmm over a 2-action chunk (A = 1): the masked density of a_t equals the integral of the chunk density."""
+    torch.manual_seed(0)
+    p = make_policy("gmm", 2, 1, config_of("gmm", action_horizon=2, action_steps=1, num_components=3)).double()
+    obs_n = torch.randn(1, 2, dtype=torch.float64)
+    a0 = torch.tensor([[0.3]], dtype=torch.float64)
+    grid = torch.linspace(-12, 12, 20001, dtype=torch.float64)[:, None]  # a_{t+1}, normalised units
+    joint = p._log_prob_n(obs_n.expand(len(grid), -1), torch.cat([a0.expand(len(grid), -1), grid], 1))
+    marginal = torch.logsumexp(joint, 0) + math.log(float(grid[1] - grid[0]))
+    masked = p._log_prob_n(obs_n, torch.tensor([[0.3, 5.0]]).double(), torch.tensor([[1.0, 0.0]]).double())
+    torch.testing.assert_close(masked[0], marginal, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", list_policies())
+def test_1_1_1_through_the_chunk_machinery_equals_the_per_step_policy(name):
+    torch.manual_seed(0)
+    p = make_policy(name, 3, 2).eval()
+    p.fit_normalizer(torch.randn(100, 3), torch.rand(100, 2) * 2 - 1)
+    obs = [torch.randn(8, 3) for _ in range(4)]
+    with torch.no_grad():
+        torch.manual_seed(3)
+        per_step = [p.act(o) for o in obs]
+        p.reset()
+        torch.manual_seed(3)
+        machinery = [torch.clamp(p._act_temporal(p.normalize_obs(o), False), p.act_low, p.act_high) for o in obs]
+    for a, b in zip(per_step, machinery):
+        assert torch.equal(a, b)
+
+
+def deterministic_chunked(**options) -> torch.nn.Module:
+    torch.manual_seed(0)
+    p = make_policy("gaussian", 3, 2, config_of("gaussian", **options)).eval()
+    p.fit_normalizer(torch.randn(100, 3), torch.rand(100, 2) * 2 - 1)
+    return p
+
+
+def test_queue_plays_ta_actions_then_replans_and_restarts_on_reset():
+    To, H, Ta = 2, 4, 3
+    p = deterministic_chunked(obs_horizon=To, action_horizon=H, action_steps=Ta)
+    N, T = 3, 10
+    obs = torch.randn(T, N, 3)
+    resets = torch.zeros(T, N, dtype=torch.bool)
+    resets[4, 1] = True  # env 1 starts an episode at step 4, in the middle of its chunk
+    with torch.no_grad():
+        got = []
+        for t in range(T):
+            p.reset(resets[t]) if t else p.reset()
+            got.append(p.act(obs[t], deterministic=True))
+        # the reference: per environment, a window of the episode's last To observations, a plan every Ta steps
+        for i in range(N):
+            start, plan_at = 0, None
+            for t in range(T):
+                if resets[t, i]:
+                    start, plan_at = t, None
+                if plan_at is None or t - plan_at >= Ta:
+                    plan_at = t
+                    steps = [max(start, t - To + 1 + k) for k in range(To)]
+                    window = obs[steps, i].reshape(1, -1)
+                    chunk = torch.clamp(p._mode(p.normalize_obs(window)), p.chunk_low, p.chunk_high).reshape(H, 2)
+                torch.testing.assert_close(got[t][i], chunk[t - plan_at])
+
+
+def test_temporal_ensemble_averages_the_chunks_for_the_step():
+    H, m = 3, 0.5
+    p = deterministic_chunked(action_horizon=H, action_steps=1, temporal_ensemble=m)
+    obs = torch.randn(6, 2, 3)
+    with torch.no_grad():
+        p.reset()
+        got = [p.act(obs[t], deterministic=True) for t in range(6)]
+        chunks = [p._mode(p.normalize_obs(obs[t])).reshape(2, H, 2) for t in range(6)]
+    for t in range(6):
+        # predictions for step t from the chunks made at t - age, oldest first: weights exp(-m i)
+        ages = [age for age in range(H) if t - age >= 0][::-1]
+        w = torch.tensor([math.exp(-m * i) for i in range(len(ages))])
+        expected = sum(w[i] * chunks[t - age][:, age] for i, age in enumerate(ages)) / w.sum()
+        torch.testing.assert_close(got[t], torch.clamp(expected, -1, 1))
+
+
+@pytest.mark.parametrize("options", [CHUNKED, dict(action_horizon=3, action_steps=1, temporal_ensemble=0.01)])
+@pytest.mark.parametrize("replan", ["subset", "all"])
+def test_batched_rollout_equals_single_env_predict_through_autoresets(options, replan):
+    """The twin's batch of N environments and N single envs driven by predict(episode_start=) get the same
+    actions step by step, across episode ends (the twin resets them in the same step)."""
+    p = deterministic_chunked(**options)
+    p.replan = replan
+    N, seed = 4, 7
+    venv = TreeAvoidVectorEnv(num_envs=N)
+    singles = [gym.make("TreeAvoid-v0").unwrapped for _ in range(N)]
+    policies = [copy.deepcopy(p) for _ in range(N)]
+    vobs, _ = venv.reset(seed=seed)
+    obs = [e.reset(seed=seed + i)[0] for i, e in enumerate(singles)]
+    start = [True] * N
+    p.reset()
+    ended = 0
+    for _ in range(120):
+        with torch.no_grad():
+            batched = p.act(vobs, deterministic=True)
+        for i in range(N):
+            a, _ = policies[i].predict(obs[i], episode_start=np.array([start[i]]), deterministic=True)
+            np.testing.assert_allclose(a, batched[i].numpy(), atol=1e-5)
+        vobs, _, vterm, vtrunc, _ = venv.step(batched)
+        p.reset(vterm | vtrunc)
+        for i, env in enumerate(singles):
+            o, _, te, tr, _ = env.step(batched[i].numpy())
+            start[i] = te or tr
+            if start[i]:
+                ended += 1
+                o, _ = env.reset()
+            obs[i] = o
+            np.testing.assert_allclose(vobs[i].numpy(), o, atol=1e-5)
+    assert ended >= N  # auto-resets happened in the middle of queues
+
+
+@pytest.mark.parametrize("name", list_policies())
+def test_chunked_save_load_round_trip(name, tmp_path):
+    torch.manual_seed(0)
+    p = make_policy(name, 3, 2, config_of(name, **CHUNKED))
+    act = torch.rand(100, 4, 2) * 2 - 1
+    p.fit_normalizer(torch.randn(100, 3), act[:, 0], act)
+    p.save(tmp_path / name)
+    q = load_policy(tmp_path / name)
+    assert q.config == p.config and q.in_dim == 6 and q.chunk_dim == 8
+    p.eval(), q.eval()
+    obs = [torch.randn(5, 3) for _ in range(5)]
+    torch.manual_seed(2)
+    a = [p.act(o) for o in obs]
+    torch.manual_seed(2)
+    b = [q.act(o) for o in obs]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_bad_temporal_options_are_refused():
+    for options in (
+        dict(action_horizon=2, action_steps=3),
+        dict(obs_horizon=0),
+        dict(action_horizon=4, action_steps=2, temporal_ensemble=0.01),
+    ):
+        with pytest.raises(ValueError):
+            make_policy("gmm", 3, 2, config_of("gmm", **options))
+
+
+# ------------------------------------------------------------------------------------ the two-level lvm
+def hierarchical(**options):
+    torch.manual_seed(0)
+    cfg = LatentConfig(latent_scope="hierarchical", **CHUNKED, **options)
+    p = make_policy("lvm", 3, 2, cfg)
+    obs, act = torch.randn(4, 6, 2, 3), torch.rand(4, 6, 4, 2) * 2 - 1
+    p.fit_normalizer(obs.reshape(-1, 3), act.reshape(-1, 2), act.reshape(-1, 4, 2))
+    mask = torch.ones(4, 6, 4, dtype=torch.bool)
+    mask[0, 4:] = False  # a shorter episode
+    mask[0, 3, 1:] = False
+    return p, obs.flatten(2), act.flatten(2), mask
+
+
+def test_two_level_elbo_is_the_sum_of_its_terms_for_fixed_latents():
+    from lvm_policy.nets import diag_gaussian_log_prob
+
+    p, obs, act, mask = hierarchical()
+    z_e, z_c = torch.randn(4, 2), torch.randn(4, 6, 2)
+    with torch.no_grad():
+        elbo = p.hierarchical_elbo(obs, act, mask, z_e, z_c)
+        obs_n, act_n = p.normalize_obs(obs), p.normalize_act(act)
+        step = mask[..., 0]
+        mu_e, lv_e = p.segment_posterior(obs_n, act_n, step, "episode_encoder", p.dim_mask(mask))
+        log_q_e = diag_gaussian_log_prob(z_e, mu_e, 0.5 * lv_e)
+        log_p_e = p.prior_log_prob(z_e[:, None], p.prior_params(obs_n[:, 0], p.episode_prior))[:, 0]
+        expected = log_p_e - log_q_e
+        for b in range(4):
+            for t in range(6):
+                if not step[b, t]:
+                    continue
+                cond = torch.cat([obs_n[b, t], z_e[b]])[None]
+                keep = mask[b, t].float().repeat_interleave(2)  # the chunk's actions inside the episode
+                mu_c, lv_c = p.posterior(cond, act_n[b, t][None] * keep)
+                zc = z_c[b, t][None]
+                mean, log_std = p.decode(cond, zc)
+                log_pi = diag_gaussian_log_prob(act_n[b, t], mean[0], log_std[0], keep)
+                log_p_c = p.prior_log_prob(zc[:, None], p.prior_params(cond))[0, 0]
+                log_q_c = diag_gaussian_log_prob(zc, mu_c, 0.5 * lv_c)[0]
+                jacobian = -torch.log(p.act_std).sum() * mask[b, t].sum()
+                expected[b] += log_pi + log_p_c - log_q_c + jacobian
+    torch.testing.assert_close(elbo, expected, atol=1e-3, rtol=1e-5)
+
+
+def test_two_level_iwae_bound_is_above_the_elbo():
+    p, obs, act, mask = hierarchical()
+    torch.manual_seed(5)
+    with torch.no_grad():
+        elbo = torch.stack([p.hierarchical_elbo(obs, act, mask) for _ in range(64)]).mean(0)
+        iwae = p.segment_iwae(p.normalize_obs(obs), act, mask, 64)
+    assert bool((iwae >= elbo).all()), (iwae, elbo)
+
+
+@pytest.mark.parametrize("scope", ["chunk", "episode", "hierarchical"])
+def test_lvm_scopes_act_with_chunks_and_hold_the_episode_latent(scope):
+    torch.manual_seed(0)
+    p = make_policy("lvm", 3, 2, LatentConfig(latent_scope=scope, **CHUNKED)).eval()
+    p.fit_normalizer(torch.randn(100, 3), torch.rand(100, 2) * 2 - 1)
+    with torch.no_grad():
+        p.reset()
+        for t in range(5):
+            a = p.act(torch.randn(6, 3))
+            if t == 0 and scope != "chunk":
+                held = p._held_z.clone()
+        assert a.shape == (6, 2)
+        if scope != "chunk":  # the episode latent stays until reset(mask) redraws it
+            assert torch.equal(p._held_z, held)
+            p.reset(torch.tensor([True, False, False, False, False, False]))
+            p.act(torch.randn(6, 3))
+            assert not torch.equal(p._held_z[0], held[0]) and torch.equal(p._held_z[1:], held[1:])
