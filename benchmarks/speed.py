@@ -186,7 +186,12 @@ def classes_table(args: Args) -> None:
     print("|---|---|---|---|")
     rows = [(name, _policy_for(name, device)) for name in list_policies()]
     rows.append(
-        ("lvm (episode scope)", make_policy("lvm", 3, 2, LatentConfig(latent_scope="episode")).to(device).eval())
+        (
+            "lvm (episode scope)",
+            make_policy("lvm", 3, 2, LatentConfig(latent_scope="episode", action_horizon=1, action_steps=1))
+            .to(device)
+            .eval(),
+        )
     )
     rates = {}
     for name, policy in rows:

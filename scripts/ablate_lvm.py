@@ -73,7 +73,8 @@ def main(args: Args) -> None:
                 import shutil
 
                 shutil.rmtree(run, ignore_errors=True)
-                train(replace(base, seed=seed, out=run, lvm=replace(base.lvm, prior=prior)))
+                step_scope = dict(latent_scope="step", action_horizon=1, action_steps=1)  # the prior of one z per step
+                train(replace(base, seed=seed, out=run, lvm=replace(base.lvm, prior=prior, **step_scope)))
             reference, heldout = validation_split(run)
             policy = load_policy(run)
             for hold in (True, False):

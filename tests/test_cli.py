@@ -1,6 +1,7 @@
 """The command lines end to end with small settings: outputs, resume after SIGKILL, and bad input."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -264,3 +265,26 @@ def test_sweep_sampling_table_and_bad_values(trained_run, tmp_path):
     assert "min_std = 0.05" in table and "| 0.5 |" in table and "| 2.0 |" in table
     assert_one_line_error(run(*args, "--option", "max_std", "--values", "1", "--fixed", "bogus=1"), "--fixed")
     assert_one_line_error(run(*args, "--option", "num_components", "--values", "2.5"), "whole numbers")
+
+
+def test_chunked_policy_trains_saves_and_plays_through_both_paths(small_demos, tmp_path):
+    """The temporal options through train_bc, the saved config, the batched evaluation and SB3's predict loop."""
+    out = tmp_path / "chunked"
+    options = ["--gmm.obs-horizon", "2", "--gmm.action-horizon", "4", "--gmm.action-steps", "2"]
+    r = run("scripts/train_bc.py", "--policy", "gmm", "--demos", str(small_demos), "--out", str(out), *SMALL, *options)
+    assert r.returncode == 0, r.stderr
+    policy = load_policy(out)
+    c = policy.config
+    assert (c.obs_horizon, c.action_horizon, c.action_steps, policy.chunk_dim) == (2, 4, 2, 8)
+    assert math.isfinite(json.loads((out / "metrics.json").read_text())["nll"])
+    r = run("scripts/evaluate.py", str(out), "--episodes", "1000", "--json", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    batched = json.loads(r.stdout)
+    r = run("scripts/evaluate.py", str(out), "--episodes", "200", "--json", "--sb3")
+    assert r.returncode == 0, r.stderr
+    sb3 = json.loads(r.stdout)
+    p = batched["success_rate"]
+    se = (p * (1 - p) / 200 + p * (1 - p) / 1000) ** 0.5
+    assert abs(sb3["success_rate"] - p) <= 4 * se + 0.01, (sb3["success_rate"], p)
+    length = batched["mean_episode_length"]
+    assert abs(sb3["mean_episode_length"] - length) <= 0.1 * length

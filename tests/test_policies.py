@@ -13,6 +13,8 @@ from lvm_policy.policies.gmm import GMMConfig
 from lvm_policy.policies.latent import LatentConfig
 
 ALL = list_policies()
+STEP = dict(latent_scope="step", action_horizon=1, action_steps=1)  # the lvm's per-step scope
+EPISODE = dict(latent_scope="episode", action_horizon=1, action_steps=1)  # one z per episode, one action per step
 
 
 def test_registry_has_every_class():
@@ -29,7 +31,10 @@ def test_interface_shapes_and_bounds(name):
     window, chunk = torch.randn(16, To, 3), torch.rand(16, H, 2) * 2 - 1
     obs = window[:, -1]
     p.fit_normalizer(obs, chunk[:, 0], chunk)
-    loss, logs = p.loss(window, chunk)
+    if p.segments_per_batch() is None:
+        loss, logs = p.loss(window, chunk)
+    else:  # a class that learns from whole episodes: here 16 episodes of one step
+        loss, logs = p.loss(window[:, None], chunk[:, None], torch.ones(16, 1, H, dtype=torch.bool))
     assert loss.dim() == 0 and all(isinstance(v, float) for v in logs.values())
     assert p.log_prob(window, chunk).shape == (16,)
     assert bool(torch.isfinite(p.log_prob(window, chunk)).all()) == p.has_density
@@ -118,7 +123,7 @@ def test_gaussian_kl_matches_monte_carlo():
 @pytest.mark.parametrize("prior", ["standard", "gaussian", "mixture"])
 def test_iwae_bound_at_least_elbo_and_grows_with_k(prior):
     torch.manual_seed(0)
-    p = make_policy("lvm", 3, 2, LatentConfig(prior=prior, hidden_dim=32))
+    p = make_policy("lvm", 3, 2, LatentConfig(prior=prior, hidden_dim=32, **STEP))
     obs, act = torch.randn(64, 3), torch.rand(64, 2) * 2 - 1
     with torch.no_grad():
         elbo = p.elbo(obs, act, samples=2000).mean()
@@ -144,7 +149,7 @@ def _toy(n=4096):
 def test_toy_bimodal_modes(name):
     torch.manual_seed(0)
     obs, act = _toy()
-    cfgs = {"lvm": dict(beta_warmup_steps=100), "autoregressive": dict(num_bins=32), "bet": dict(num_bins=8)}
+    cfgs = {"lvm": dict(beta_warmup_steps=100, **STEP), "autoregressive": dict(num_bins=32), "bet": dict(num_bins=8)}
     # (hidden width, steps, learning rate): diffusion needs more of everything to place its mode weights
     budget = {"diffusion": (128, 3000, 1e-3)}.get(name, (64, 600, 3e-3))
     cfgs["act"] = dict(action_horizon=1, action_steps=1)  # the toy is one step: chunks of one action
@@ -170,7 +175,7 @@ def test_toy_bimodal_modes(name):
 def test_held_latent_survives_switching_between_predict_and_act():
     """predict runs in inference mode; the latent it holds must stay usable (and held) in normal mode."""
     torch.manual_seed(0)
-    policy = make_policy("lvm", 3, 2, LatentConfig(hold_latent=True)).eval()
+    policy = make_policy("lvm", 3, 2, LatentConfig(hold_latent=True, **STEP)).eval()
     obs = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
     first, _ = policy.predict(obs, episode_start=np.ones(4, dtype=bool), deterministic=True)
     with torch.no_grad():
@@ -292,7 +297,7 @@ def test_bet_bins_are_fitted_on_the_data_and_saved(tmp_path):
 # ------------------------------------------------------------------------------------------------------
 def _episode_lvm(**kw):
     torch.manual_seed(0)
-    p = make_policy("lvm", 3, 2, LatentConfig(latent_scope="episode", hidden_dim=32, **kw))
+    p = make_policy("lvm", 3, 2, LatentConfig(hidden_dim=32, **EPISODE, **kw))
     obs, act = torch.randn(5, 7, 3), torch.rand(5, 7, 2) * 2 - 1
     mask = torch.ones(5, 7, dtype=torch.bool)
     mask[1, 4:] = False  # a shorter episode
@@ -344,7 +349,7 @@ def test_segment_iwae_at_least_the_elbo_and_grows_with_k():
 def test_episode_latent_changes_only_at_episode_starts():
     from envs import TreeAvoidVectorEnv
 
-    policy = make_policy("lvm", 3, 2, LatentConfig(latent_scope="episode")).eval()
+    policy = make_policy("lvm", 3, 2, LatentConfig(**EPISODE)).eval()
     # in a batched rollout (the evaluator's order: act, step, reset the finished environments)
     env = TreeAvoidVectorEnv(num_envs=64)
     obs, _ = env.reset(seed=0)
@@ -374,7 +379,7 @@ def test_episode_latent_changes_only_at_episode_starts():
 
 
 def test_lvm_beta_defaults_by_scope_and_an_explicit_beta_wins():
-    for scope, beta in (("step", 1.0), ("episode", 0.2)):
+    for scope, beta in (("step", 1.0), ("chunk", 1.0), ("episode", 0.2), ("hierarchical", 1.0)):
         p = make_policy("lvm", 3, 2, LatentConfig(latent_scope=scope, beta_warmup_steps=10))
         p.on_train_step(5)
         assert p.beta_now == pytest.approx(beta / 2)
@@ -386,7 +391,7 @@ def test_lvm_beta_defaults_by_scope_and_an_explicit_beta_wins():
 
 def test_lvm_prior_scale_zero_draws_component_means():
     torch.manual_seed(0)
-    p = make_policy("lvm", 3, 2, LatentConfig(prior_scale=0.0)).eval()
+    p = make_policy("lvm", 3, 2, LatentConfig(prior_scale=0.0, **STEP)).eval()
     obs_n = torch.randn(5, 3)
     with torch.no_grad():
         z = p._prior_sample(obs_n, 50)  # (5, 50, dz)

@@ -15,7 +15,9 @@ from lvm_policy.rollout import make_rollout_step
 from lvm_policy.train import TrainConfig, train
 
 # every class, and the lvm with one latent per episode (its held z is per-episode state that reset(mask) redraws)
-CLASSES = [(name, None) for name in list_policies()] + [("lvm", LatentConfig(latent_scope="episode"))]
+CLASSES = [(name, None) for name in list_policies()] + [
+    ("lvm", LatentConfig(latent_scope="episode", action_horizon=1, action_steps=1))
+]
 CLASS_IDS = [name if cfg is None else f"{name}-episode" for name, cfg in CLASSES]
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -197,7 +197,7 @@ def test_reuse_compares_options_by_the_value_they_take(tmp_path):
     (run / "metrics.json").write_text("{}")
     for scope, reused in (("step", True), ("episode", False)):
         cfg = TrainConfig(demos="d", policy="lvm", out=run)
-        cfg = replace(cfg, lvm=replace(cfg.lvm, latent_scope=scope))
+        cfg = replace(cfg, lvm=replace(cfg.lvm, latent_scope=scope, action_horizon=1, action_steps=1))
         stored = config_to_json(cfg)
         stored["lvm"]["beta"] = 1.0
         (run / "config.json").write_text(json.dumps(stored))
@@ -251,7 +251,8 @@ def test_compare_rows_with_changed_options():
 
     module = _compare_module()
     assert module.row_spec("bet:num_bins=16") == ("bet", {"num_bins": 16})
-    assert module.row_spec("lvm-episode:beta=0.05") == ("lvm", {"latent_scope": "episode", "beta": 0.05})
+    episode = {"latent_scope": "episode", "action_horizon": 1, "action_steps": 1}
+    assert module.row_spec("lvm-episode:beta=0.05") == ("lvm", {**episode, "beta": 0.05})
     assert module.run_name("lvm-episode:beta=0.05,latent_dim=1") == "lvm-episode-beta0.05-latent_dim1"
     for bad, words in (("bet:num_bins=x", "takes a int"), ("bet:nope=1", "option=value"), ("zzz", "unknown row")):
         with pytest.raises(ConfigError, match=words):
