@@ -70,6 +70,7 @@ def test_training_across_seeds_stays_finite(small_demos):
             assert all(bool(torch.isfinite(p).all()) for p in policy.parameters()), (name, seed)
 
 
+@pytest.mark.slow  # trains every class twice through the script (about 30 s alone)
 def test_check_numerics_script_reports_every_run(small_demos, tmp_path):
     r = run(
         "scripts/check_numerics.py",

@@ -15,6 +15,7 @@ The transformer over a history window is left out: on these tasks the state is M
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch.nn import functional as F  # noqa: N812
@@ -67,6 +68,8 @@ class BeTConfig(PolicyConfig):
 @register_policy
 class BeTPolicy(Policy):
     name = "bet"
+    # the per-step class and the same with the default lvm's chunks (H = 8, Ta = 4)
+    benchmark_rows: ClassVar[dict[str, dict]] = {"bet": {}, "bet-chunk": {"action_horizon": 8, "action_steps": 4}}
     config_class = BeTConfig
     has_density = False
     low_noise_differs = False

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -52,6 +53,8 @@ class FlowConfig(PolicyConfig):
 @register_policy
 class FlowPolicy(Policy):
     name = "flow"
+    # the per-step class and the same with the default lvm's chunks (H = 8, Ta = 4)
+    benchmark_rows: ClassVar[dict[str, dict]] = {"flow": {}, "flow-chunk": {"action_horizon": 8, "action_steps": 4}}
     config_class = FlowConfig
     low_noise_differs = False
 

@@ -9,6 +9,7 @@ weight and play its mean.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -34,6 +35,8 @@ class GMMConfig(PolicyConfig):
 @register_policy
 class GMMPolicy(Policy):
     name = "gmm"
+    # the per-step class and the same with the default lvm's chunks (H = 8, Ta = 4)
+    benchmark_rows: ClassVar[dict[str, dict]] = {"gmm": {}, "gmm-chunk": {"action_horizon": 8, "action_steps": 4}}
     config_class = GMMConfig
 
     def __init__(self, obs_dim: int, act_dim: int, config: GMMConfig | None = None, **kw):
