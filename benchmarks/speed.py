@@ -173,6 +173,20 @@ def rollout_table(args: Args) -> None:
         )
 
 
+def _evaluation_rate(policy, n: int, steps: int, repeats: int, device: torch.device) -> float:
+    """Env steps per second of the evaluator's rollout step on TreeAvoid's batched twin with n environments."""
+    env = TreeAvoidVectorEnv(num_envs=n, device=device)
+    obs0, info0 = env.reset(seed=0)
+    step, _ = make_rollout_step(policy, env, obs0, info0, deterministic=False, record=0)
+    step()  # allocate
+
+    def run():
+        for _ in range(steps):
+            step()
+
+    return n * steps / _median_time(run, repeats, device)
+
+
 @torch.no_grad()
 def classes_table(args: Args) -> None:
     """Every registered class (and the episode-scope lvm) driving the evaluator's rollout step on TreeAvoid's
@@ -193,18 +207,7 @@ def classes_table(args: Args) -> None:
             .eval(),
         )
     )
-    rates = {}
-    for name, policy in rows:
-        env = TreeAvoidVectorEnv(num_envs=n, device=device)
-        obs0, info0 = env.reset(seed=0)
-        step, _ = make_rollout_step(policy, env, obs0, info0, deterministic=False, record=0)
-        step()  # allocate
-
-        def run(step=step):
-            for _ in range(steps):
-                step()
-
-        rates[name] = n * steps / _median_time(run, args.repeats, device)
+    rates = {name: _evaluation_rate(policy, n, steps, args.repeats, device) for name, policy in rows}
     for name, rate in rates.items():
         print(f"| {name} | {rate:,.0f} | {1e6 * n / rate:,.0f} | {rate / rates['lvm']:.2f} |")
 
@@ -452,16 +455,7 @@ def chunks_table(args: Args) -> None:
     print("|---|---|---|---|---|")
 
     def rate(policy) -> float:
-        env = TreeAvoidVectorEnv(num_envs=n, device=device)
-        obs0, info0 = env.reset(seed=0)
-        step, _ = make_rollout_step(policy, env, obs0, info0, deterministic=False, record=0)
-        step()  # allocate
-
-        def run():
-            for _ in range(steps):
-                step()
-
-        return n * steps / _median_time(run, args.repeats, device)
+        return _evaluation_rate(policy, n, steps, args.repeats, device)
 
     for name in list_policies():
         torch.manual_seed(0)
