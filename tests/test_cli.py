@@ -255,6 +255,7 @@ def test_corrupt_dataset_through_the_cli(small_demos, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # four evaluations through the script (about 10 s): the default run stays under 5 minutes
 def test_sweep_sampling_table_and_bad_values(trained_run, tmp_path):
     """One trained run evaluated under two values of an acting option, another held fixed; bad values fail."""
     out = tmp_path / "sweep.md"

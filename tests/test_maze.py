@@ -92,6 +92,7 @@ def test_the_recorded_dataset_keeps_the_dict_observations_and_the_routes(maze_de
     assert 0.3 < shares[0] < 0.7 and abs(sum(shares) - 1) < 1e-6
 
 
+@pytest.mark.slow  # a MuJoCo training and evaluation (about 12 s): the default run stays under 5 minutes
 def test_train_and_evaluate_through_gymnasiums_vector_env(maze_demos, tmp_path):
     out = tmp_path / "gmm"
     r = run(

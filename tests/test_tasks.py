@@ -143,6 +143,7 @@ def test_collected_slalom_dataset_records_routes():
     assert all(int(i["mode"][0]) == -1 for i in data.infos)  # unknown at reset
 
 
+@pytest.mark.slow  # two trainings and three runs of the script (about 30 s): the default run stays under 5 minutes
 def test_compare_baselines_end_to_end_reuses_only_matching_runs(tmp_path):
     """Two rows on a small MultiGoal dataset: tables, figure; a second call reuses the runs, a changed option
     retrains."""
