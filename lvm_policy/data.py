@@ -85,10 +85,6 @@ class Demonstrations:
         perm = torch.randperm(E, generator=g).to(self.obs.device)
         return self.select_episodes(perm[n_val:]), self.select_episodes(perm[:n_val])
 
-    def padded_episodes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Whole episodes padded to the longest: obs (E, T, O), act (E, T, A), mask (E, T) bool."""
-        return pad_episodes(self.obs, self.act, self.episode, self.num_episodes)
-
     def windows(self, obs_horizon: int, action_horizon: int) -> Windows:
         """Every step's training window (To observations, a chunk of H actions) as index tensors into obs and act:
         no copy of the data per window (see :mod:`lvm_policy.temporal`)."""
@@ -99,23 +95,6 @@ class Demonstrations:
         from lvm_policy.metrics import mode_shares
 
         return mode_shares(self.mode.cpu(), num_modes)
-
-
-def pad_episodes(
-    obs: torch.Tensor, act: torch.Tensor, episode: torch.Tensor, num_episodes: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Transitions (S, O), (S, A) with episode indices (S,) (contiguous, ascending) as padded episodes
-    (E, T, O), (E, T, A) and a mask (E, T) of the real steps."""
-    E = num_episodes if num_episodes is not None else int(episode.max()) + 1 if episode.numel() else 0
-    lengths = torch.bincount(episode, minlength=E)  # (E,)
-    starts = torch.cumsum(lengths, 0) - lengths
-    t = torch.arange(episode.shape[0], device=episode.device) - starts[episode]  # (S,) position in its episode
-    T = int(lengths.max()) if E else 0
-    pad_obs = obs.new_zeros(E, T, obs.shape[1])
-    pad_act = act.new_zeros(E, T, act.shape[1])
-    mask = torch.zeros(E, T, dtype=torch.bool, device=obs.device)
-    pad_obs[episode, t], pad_act[episode, t], mask[episode, t] = obs, act, True
-    return pad_obs, pad_act, mask
 
 
 def _fail(path: Path | str, problem: str) -> DatasetError:

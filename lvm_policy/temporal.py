@@ -63,9 +63,6 @@ class Windows:
         E = int(episode.max()) + 1 if episode.numel() else 0
         self.step_index, self.step_mask = episode_step_index(episode, E)  # (E, T) each
 
-    def __len__(self) -> int:
-        return self.obs_index.shape[0]
-
     def gather(
         self, obs: torch.Tensor, act: torch.Tensor, rows: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
