@@ -476,8 +476,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from lvm_policy.policies import load_policy
 
     best = load_policy(run / "best", device)
+    t_eval = time.perf_counter()
     metrics = evaluate(best, choice.spec, reference, val_set, cfg.final_eval_episodes, device=device, **rollout_options)
     metrics.update(
+        eval_seconds=time.perf_counter() - t_eval,
         policy=cfg.policy,
         seed=cfg.seed,
         steps=cfg.steps,

@@ -1,6 +1,6 @@
 """Train (or reuse) every policy class over several seeds on the same demonstrations and compare them.
 
-    python scripts/compare_baselines.py                        # TreeAvoid: 4 classes x 3 seeds -> results/tree_avoid/
+    python scripts/compare_baselines.py                        # TreeAvoid: every row x 3 seeds -> results/tree_avoid/
     python scripts/compare_baselines.py --task slalom          # or slalom_coupled, multigoal
     python scripts/compare_baselines.py --task maze2           # or maze3: MuJoCo PointMaze, 1,000 episodes per run
     python scripts/compare_baselines.py --task all             # every task, then results/summary.md
@@ -8,24 +8,30 @@
     python scripts/compare_baselines.py --demos my-dataset-v0 --out results/mine   # any dataset
     python scripts/compare_baselines.py --summary-only          # rewrite results/summary.md from what is there
     python scripts/compare_baselines.py --policies bet:num_bins=16 bet:num_bins=64 --seeds 0 --out results/bet_bins
+    python scripts/compare_baselines.py --task all --address auto   # on a running Ray cluster (README)
+
+The grid (tasks x rows x seeds) runs as Ray tasks when Ray is installed: an embedded instance on loopback by
+default (two single-thread runs at once on 2 cores), or a cluster with ``--address``; ``--no-ray`` runs them one
+after another in this process. One progress line; ``<out>/sweep.jsonl`` records each run's start and end.
 
 For each task (its default demonstrations, collected when missing) writes ``results/<task>/results.md`` (mean
 and spread over seeds of every metric, both acting modes, training time), ``results.json`` (every run's metrics)
 and ``rollouts.png`` (demonstrations and each class's rollouts), then ``results/summary.md``: class x task from
-every task's results.json present. A finished run is reused only when its stored config equals the one asked
-for (so a changed default retrains).
+every task's results.json present. The run folders are the source of truth (``lvm_policy/benchmark.py``): a
+finished run is reused only when its stored config equals the one asked for (so a changed default retrains), an
+interrupted one resumes from its latest checkpoint, and evaluations are kept beside the weights. A run that fails
+is reported with its error while the others go on; the command then exits non-zero.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 import tyro
 
@@ -33,9 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 import envs  # noqa: E402,F401  (registers the package's tasks)
 from envs.collect import default_demos  # noqa: E402
+from lvm_policy import benchmark  # noqa: E402
 from lvm_policy.cli import run_main  # noqa: E402
-from lvm_policy.errors import ConfigError  # noqa: E402
-from lvm_policy.train import PolicyName, TrainConfig, config_to_json  # noqa: E402
+from lvm_policy.errors import ConfigError, LvmPolicyError  # noqa: E402
+from lvm_policy.sweep import Job, Outcome, run_jobs  # noqa: E402
+from lvm_policy.train import TrainConfig, config_to_json  # noqa: E402
 
 COLUMNS = [  # (metric key, header, format)
     ("success_rate", "success", "{:.3f}"),
@@ -47,10 +55,6 @@ COLUMNS = [  # (metric key, header, format)
     ("outcome_distance", "outcome dist", "{:.4f}"),
     ("train_seconds", "train s", "{:.0f}"),
 ]
-# Options that do not change what a run learns: two configs that differ only here describe the same run.
-NOT_PART_OF_A_RUN = ("out", "resume", "progress", "json", "final_eval_episodes")
-
-
 HEADLINE = "lvm"  # the package's own class: its rows come first in every table
 
 
@@ -137,7 +141,7 @@ class Args:
     task: Literal["tree_avoid", "slalom", "slalom_coupled", "multigoal", "maze2", "maze3", "all"] = "tree_avoid"
     """benchmark task (its default demonstrations), or all of them"""
     policies: list[str] = field(default_factory=lambda: list(DEFAULT_ROWS))
-    """rows to compare: a row of a class (README, "The classes": e.g. lvm, lvm-episode, diffusion-dp, act-ensemble),
+    """rows to compare: a row of a class (README, "The policy classes": e.g. lvm, lvm-episode, diffusion-dp, act-ensemble),
     the ablation lvm-episode-beta1 (--lvm.beta 1), or any of them with options changed: ROW:option=value[,...]"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """training seeds"""
@@ -155,6 +159,17 @@ class Args:
     """device of training and rollouts"""
     summary_only: bool = False
     """only rewrite <out>/summary.md from the results.json files below <out>"""
+    ray: bool = True
+    """run the grid as Ray tasks (an embedded instance on loopback, or --address); --no-ray: one after another"""
+    address: str | None = None
+    """join a running Ray cluster ("auto" or HOST:PORT) instead of starting one; --runs and --out must then be
+    storage every node sees"""
+    cpus_per_run: int = 1
+    """CPUs (and torch threads) of each run: two single-thread runs at once use 2 cores best"""
+    gpus_per_run: float = 0.25
+    """share of a GPU per run under --device cuda (several runs share one GPU)"""
+    eval_every: int | None = None
+    """steps between periodic evaluations during training (default: the task's, else train_bc's)"""
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -165,37 +180,55 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return m, (math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0)
 
 
-def _identity(config: dict) -> dict:
-    """The part of a stored config that decides what a run learns: without the options in NOT_PART_OF_A_RUN,
-    without the option sections of the other policy classes, and with the class's options as they take effect
-    (an option that defaults by context, such as the lvm's beta, compares by the value it stood for)."""
-    from lvm_policy.policies import policy_class
-
-    classes = get_args(PolicyName)
-    identity = {
-        k: v
-        for k, v in config.items()
-        if k not in NOT_PART_OF_A_RUN and k != "environment" and (k not in classes or k == config["policy"])
-    }
-    name = config["policy"]
-    if isinstance(identity.get(name), dict):
-        identity[name] = asdict(policy_class(name).config_class(**identity[name]).effective())
-    return identity
-
-
 def reusable(run: Path, cfg: TrainConfig) -> bool:
     """Whether ``run`` finished with the options ``cfg`` asks for (so that a changed default retrains)."""
-    if not (run / "metrics.json").is_file() or not (run / "config.json").is_file():
-        return False
-    stored = json.loads((run / "config.json").read_text())
-    wanted = _identity(json.loads(json.dumps(config_to_json(cfg))))
-    # An option added since the run was made did not exist then: the run behaved as its default does now.
-    for key, value in wanted.items():
-        if isinstance(value, dict) and isinstance(stored.get(key), dict):
-            stored[key] = {**value, **stored[key]}
-        elif key not in stored:
-            stored[key] = value
-    return _identity(stored) == wanted
+    return benchmark.reusable(run, cfg)
+
+
+class SweepFailed(LvmPolicyError):
+    """Some runs failed for their own reasons; the others finished and are in the tables."""
+
+
+@dataclass
+class Comparison:
+    """One task's comparison: its dataset, where its runs and tables go, and one RunSpec per row x seed."""
+
+    label: str  # the task, or the output folder's name for --demos
+    demos: str
+    runs: Path
+    out: Path
+    episodes: int
+    specs: list[benchmark.RunSpec]
+
+
+def plan(args: Args, label: str, demos_ref: str, runs: Path, out: Path, bench: Benchmark) -> Comparison:
+    """Every row x seed of one dataset as a RunSpec; each config is checked here, before anything trains."""
+    episodes = args.episodes or bench.episodes
+    base = replace(TrainConfig(demos=demos_ref, device=args.device, progress=False), **bench.train_options)
+    base = replace(base, final_eval_episodes=episodes)  # the training's final evaluation is the sampled one
+    if args.steps is not None:
+        base = replace(base, steps=args.steps)
+    if args.eval_every is not None:
+        base = replace(base, eval_every=args.eval_every)
+    specs = []
+    for name in args.policies:
+        cls, options = row_spec(name)
+        for seed in args.seeds:
+            cfg = replace(base, policy=cls, seed=seed, out=(runs / f"{run_name(name)}-seed{seed}").resolve())
+            cfg = replace(cfg, **{cls: replace(getattr(cfg, cls), **options)})
+            cfg.validate()
+            panel = 300 if seed == args.seeds[0] else 0
+            specs.append(
+                benchmark.RunSpec(
+                    row=name,
+                    seed=seed,
+                    config=json.loads(json.dumps(config_to_json(cfg))),
+                    episodes=episodes,
+                    panel_paths=panel,
+                    low_noise_panel=panel > 0 and cls == "gaussian",  # the mean action's averaging, drawn
+                )
+            )
+    return Comparison(label, demos_ref, runs, out, episodes, specs)
 
 
 def main(args: Args) -> None:
@@ -208,21 +241,59 @@ def main(args: Args) -> None:
         row_spec(name)  # an unknown row or option fails here, before any training
     if args.episodes is not None and args.episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
+    if args.cpus_per_run < 1 or not 0 < args.gpus_per_run <= 1:
+        raise ConfigError("--cpus-per-run must be at least 1 and --gpus-per-run in (0, 1]")
+    if args.address is not None and not args.ray:
+        raise ConfigError("--address joins a Ray cluster; it cannot be combined with --no-ray")
     if args.demos is not None:
-        compare(args, args.demos, args.runs, args.out, Benchmark(""))
-        return
-    for task in TASKS if args.task == "all" else [args.task]:
-        bench = TASKS[task]
-        demos = default_demos(bench.collect_task, bench.variant)
-        if not demos.exists():
-            from envs.collect import collect
+        demos = str(Path(args.demos).resolve()) if Path(args.demos).exists() else args.demos
+        comparisons = [plan(args, args.out.name or "demos", demos, args.runs, args.out, Benchmark(""))]
+    else:
+        comparisons = []
+        for task in TASKS if args.task == "all" else [args.task]:
+            bench = TASKS[task]
+            demos = default_demos(bench.collect_task, bench.variant)
+            if not demos.exists():
+                from envs.collect import collect
 
-            try:
-                collect(demos, task=bench.collect_task, variant=bench.variant, **bench.expert_options)
-            except ImportError as exc:  # a maze without its simulator installed
-                raise ConfigError(str(exc)) from None
-        compare(args, str(demos), args.runs / task, args.out / task, bench)
-    write_summary(args.out)
+                try:
+                    collect(demos, task=bench.collect_task, variant=bench.variant, **bench.expert_options)
+                except ImportError as exc:  # a maze without its simulator installed
+                    raise ConfigError(str(exc)) from None
+            comparisons.append(plan(args, task, str(demos.resolve()), args.runs / task, args.out / task, bench))
+
+    from lvm_policy.evaluate import resolve_device
+
+    cuda = resolve_device(args.device).type == "cuda"
+    jobs = [Job(f"{c.label}/{s.run.name}", benchmark.execute, s) for c in comparisons for s in c.specs]
+    t0 = time.perf_counter()
+    outcomes = run_jobs(
+        jobs,
+        args.out / "sweep.jsonl",
+        use_ray=args.ray,
+        address=args.address,
+        cpus_per_job=args.cpus_per_run,
+        gpus_per_job=args.gpus_per_run if cuda else 0.0,
+        on_result=_run_line,
+    )
+    print(f"{len(jobs)} runs in {time.perf_counter() - t0:.0f} s of wall time")
+    for c in comparisons:
+        write_tables(args, c, [outcomes[f"{c.label}/{s.run.name}"] for s in c.specs])
+    if args.demos is None:
+        write_summary(args.out)
+    failed = [o for o in outcomes.values() if o.error is not None]
+    if failed:
+        lines = "; ".join(f"{o.key}: {o.error}" for o in failed)
+        raise SweepFailed(f"{len(failed)} of {len(jobs)} runs failed ({lines}); see {args.out / 'sweep.jsonl'}")
+
+
+def _run_line(job: Job, outcome: Outcome) -> str:
+    sampled, low_noise = outcome.result["records"]
+    how = outcome.result["training"] + ("" if outcome.result["evaluation"] == "computed" else ", evaluation cached")
+    return (
+        f"{job.key} ({how}, {outcome.seconds:.0f} s): success {sampled.get('success_rate', float('nan')):.4f} "
+        f"(low-noise {low_noise.get('success_rate', float('nan')):.4f}), mode TV {sampled.get('mode_tv', float('nan')):.3f}"
+    )
 
 
 SUMMARY = [("success_rate", "success", "{:.3f}"), ("mode_tv", "mode TV", "{:.3f}"), ("nll", "NLL", "{:.2f}")]
@@ -276,69 +347,76 @@ def write_summary(out: Path) -> None:
         lines.append(f"| {p} | " + " | ".join(cells) + " |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    write_times(out, tasks, records)
 
 
-def compare(args: Args, demos_ref: str, runs: Path, out: Path, bench: Benchmark) -> None:
-    """Train or reuse every class x seed on one dataset; write results.md, results.json, rollouts.png to out."""
+def run_seconds(rows: list[dict]) -> float:
+    """Recorded seconds of one run: its training plus its evaluations (both acting modes; an evaluation that
+    was reused for the other mode counts once)."""
+    evals = {round(r.get("eval_seconds") or 0.0, 6) for r in rows}
+    return (rows[0].get("train_seconds") or 0.0) + sum(evals)
+
+
+def write_times(out: Path, tasks: list[str], records: dict[str, list[dict]]) -> None:
+    """results/times.md: the recorded seconds per run (training + evaluations) of every default row on every
+    benchmark task, mean over seeds, and what the whole grid (every default row x task x 3 seeds) adds up to,
+    with the cells that have no measured run counted."""
+    tasks = [t for t in tasks if t in TASKS]
+    lines = [
+        "Seconds per run (training + evaluations as recorded in results.json), mean over the seeds measured; the "
+        "runs shared the 2 cores with other jobs, so these are upper bounds of the time alone.",
+        "",
+        "| row | " + " | ".join(tasks) + " |",
+        "|---|" + "---|" * len(tasks),
+    ]
+    total, missing = 0.0, 0
+    per_task = dict.fromkeys(tasks, 0.0)
+    for row in DEFAULT_ROWS:
+        cells = []
+        for t in tasks:
+            runs: dict[int, list[dict]] = {}
+            for r in records.get(t, []):
+                if r["policy"] == row:
+                    runs.setdefault(r.get("seed"), []).append(r)
+            if not runs:
+                cells.append("–")
+                missing += 3
+                continue
+            mean = sum(run_seconds(rows) for rows in runs.values()) / len(runs)
+            cells.append(f"{mean:.0f}")
+            total += 3 * mean
+            per_task[t] += 3 * mean
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines.append("| **3 seeds, every row** | " + " | ".join(f"**{per_task[t]:.0f}**" for t in tasks) + " |")
+    cells = len(DEFAULT_ROWS) * len(tasks) * 3
+    lines += [
+        "",
+        f"The grid of {len(DEFAULT_ROWS)} default rows x {len(tasks)} tasks x 3 seeds is {cells} runs; the "
+        f"{cells - missing} with a measured row add up to {total:.0f} s ({total / 3600:.1f} h) of run time, "
+        f"{missing} have none yet.",
+    ]
+    (out / "times.md").write_text("\n".join(lines) + "\n")
+
+
+def write_tables(args: Args, c: Comparison, outcomes: list[Outcome]) -> None:
+    """results.md, results.json and rollouts.png of one comparison, from the runs that finished."""
     from gymnasium.envs.registration import EnvSpec
 
     from lvm_policy.data import load_demonstrations
-    from lvm_policy.evaluate import evaluate, resolve_device, rollout
-    from lvm_policy.plots import demo_panel, env_figure, plot_paths, rollout_panel
-    from lvm_policy.policies import load_policy
-    from lvm_policy.train import train, validation_split
+    from lvm_policy.evaluate import resolve_device
+    from lvm_policy.plots import demo_panel, env_figure, plot_paths
 
+    finished = [(s, o) for s, o in zip(c.specs, outcomes) if o.error is None]
+    if not finished:
+        return
+    records = [r for _, o in finished for r in o.result["records"]]
+    recorded = json.loads((finished[0][0].run / "config.json").read_text())["environment"]
+    env = EnvSpec.from_json(recorded["spec"]) if recorded["spec"] else recorded["id"]
+    names, figure = env_figure(env)
+    panels = [demo_panel(load_demonstrations(c.demos))] + [p for _, o in finished for p in o.result["panels"]]
     device = resolve_device(args.device)
-    demos = load_demonstrations(demos_ref)
-    episodes = args.episodes or bench.episodes
-    vector = {"vectorization": bench.train_options.get("vectorization", "async")}  # for an env without a twin
-    base = replace(TrainConfig(demos=demos_ref, device=args.device, progress=True), **bench.train_options)
-    if args.steps is not None:
-        base = replace(base, steps=args.steps)
-    records, panels, env, names, figure = [], [], None, [], {}
-    for name in args.policies:
-        for seed in args.seeds:
-            run = runs / f"{run_name(name)}-seed{seed}"
-            cls, options = row_spec(name)
-            cfg = replace(base, policy=cls, seed=seed, out=run)
-            cfg = replace(cfg, **{cls: replace(getattr(cfg, cls), **options)})
-            if not reusable(run, cfg):
-                if run.exists():
-                    shutil.rmtree(run)  # unfinished, or made with other options
-                train(cfg)
-            trained = json.loads((run / "metrics.json").read_text())
-            policy = load_policy(run, device)
-            reference, heldout = validation_split(run, device)
-            if env is None:
-                recorded = json.loads((run / "config.json").read_text())["environment"]
-                env = EnvSpec.from_json(recorded["spec"]) if recorded["spec"] else recorded["id"]
-                names, figure = env_figure(env)
-                panels.append(demo_panel(demos))
-            for deterministic in (False, True):
-                if deterministic and not policy.low_noise_differs:  # the same procedure: its result, not a rerun
-                    records.append(dict(records[-1], deterministic=True))
-                    continue
-                t = time.perf_counter()
-                m = evaluate(policy, env, reference, heldout, episodes, deterministic, device, **vector)
-                m.update(
-                    policy=name,
-                    seed=seed,
-                    deterministic=deterministic,
-                    train_seconds=trained["train_seconds"],
-                    eval_seconds=time.perf_counter() - t,
-                )
-                records.append(m)
-            if seed == args.seeds[0]:
-                r = rollout(policy, env, 300, device=device, record_paths=300, **vector)
-                panels.append(rollout_panel(name, r))
-                if cls == "gaussian":
-                    r = rollout(policy, env, 300, deterministic=True, device=device, record_paths=300, **vector)
-                    panels.append(rollout_panel("gaussian (mean)", r))
-            print(
-                f"{name} seed {seed}: success {records[-2].get('success_rate', float('nan')):.4f} "
-                f"(low-noise {records[-1].get('success_rate', float('nan')):.4f}), mode TV {records[-2].get('mode_tv', float('nan')):.3f}"
-            )
-
+    out, episodes, demos_ref = c.out, c.episodes, c.demos
+    reference = json.loads((finished[0][0].run / "demo_stats.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(records, indent=1))
     demo_shares = records[0].get("demo_mode_shares", [])

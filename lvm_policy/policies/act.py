@@ -36,7 +36,7 @@ class ACTConfig(PolicyConfig):
     num_layers: int = 3
     """hidden layers of the encoder and the decoder"""
     action_horizon: int = 8
-    """H: actions per chunk (ACT's 100 is two seconds of a 50 Hz robot; measured on these tasks: README)"""
+    """H: actions per chunk (ACT's 100 is two seconds of a 50 Hz robot; measured on these tasks: docs/results.md)"""
     action_steps: int = 8
     """Ta: actions executed before the next prediction (ACT without temporal ensembling plays the whole chunk)"""
     latent_dim: int = 32

@@ -9,7 +9,7 @@ of that bin's offset (BeT's multi-task offset loss: only the true bin's offset i
 
 BeT's policy is a categorical over points (centre + offset): it has no density in the continuous action space,
 so its held-out NLL is not defined and is reported as NaN (``has_density = False``), not omitted silently.
-The transformer over a history window is left out: on these tasks the state is Markov (see the README).
+The transformer over a history window is left out: on these tasks the state is Markov (docs/policies.md).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def kmeans(x: torch.Tensor, k: int, seed: int, iterations: int = 50, max_points:
 class BeTConfig(PolicyConfig):
     num_bins: int = 64
     """k of k-means: bins over the demonstration actions (TreeAvoid seed 0, success: k = 8 0.976, 16 0.963, 32 0.989,
-    64 0.992, 128 0.994; README, "BeT's bins")"""
+    64 0.992, 128 0.994; docs/results.md, "BeT's bins")"""
     focal_gamma: float = 2.0
     """focusing parameter of the focal loss on the bins (0: cross-entropy)"""
     offset_weight: float = 1.0

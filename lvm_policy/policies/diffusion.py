@@ -8,8 +8,8 @@ it. Acting runs DDIM (Song et al. 2021) over ``inference_steps`` of the training
 default) injects the ancestral noise at each step (with every training step this is DDPM's sampler), ``eta`` = 0
 is deterministic given the starting noise (which picks the mode) and is the low-noise acting mode. The predicted
 x_0 is clipped to the normalised image of the action box, as Diffusion Policy clips to [-1, 1]. The defaults
-were chosen by measurement on TreeAvoid (README, "Choosing diffusion's defaults"): with 6,000 training steps the
-x_0-predicting network succeeds where the noise-predicting one dithers between the sides.
+were chosen by measurement on TreeAvoid (docs/results.md, "Choosing diffusion's defaults"): with 6,000 training
+steps the x_0-predicting network succeeds where the noise-predicting one dithers between the sides.
 
 Likelihood: the variational bound (Ho et al. 2020, eq. 5) on log p(x_0 | s), in nats per action,
   -log p >= E[ KL(q(x_K|x_0) || N(0, I)) + sum_{k=2}^{K} KL(q(x_{k-1}|x_k, x_0) || p(x_{k-1}|x_k))
@@ -53,7 +53,7 @@ class DiffusionConfig(PolicyConfig):
     """DDIM steps at acting time (a subsequence of the K training steps)"""
     eta: float = 1.0
     """DDIM noise: 0 deterministic given the start noise (the low-noise mode), 1 ancestral (with inference_steps =
-    train_steps: DDPM); 1 measured better on TreeAvoid (README, "Choosing diffusion's defaults")"""
+    train_steps: DDPM); 1 measured better on TreeAvoid (docs/results.md, "Choosing diffusion's defaults")"""
     prediction: Literal["epsilon", "sample"] = "sample"
     """what the network predicts and is trained on: the clean action x_0 (measured better on TreeAvoid) or the
     noise (Ho et al.; Diffusion Policy's default)"""

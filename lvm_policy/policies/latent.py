@@ -71,8 +71,9 @@ from lvm_policy.policies.base import Policy, PolicyConfig, register_policy
 
 EPISODE_BETA = 0.2  # default KL weight of the episode scope (see LatentConfig.beta)
 # Hierarchical scope: the chunk latent's KL weight (the true ELBO's 1) and the episode latent's (the episode
-# scope's 0.2). Measured on Slalom, seed 0 (README, "Choosing the default lvm"): an episode weight of 1 brings back
-# the episode scope's prior hole on coupled sides (success 0.68), and lower chunk weights make the car hesitate.
+# scope's 0.2). Measured on Slalom, seed 0 (docs/results.md, "Choosing the default lvm"): an episode weight of 1
+# brings back the episode scope's prior hole on coupled sides (success 0.68), and lower chunk weights make the car
+# hesitate.
 HIERARCHICAL_BETA, HIERARCHICAL_EPISODE_BETA = 1.0, EPISODE_BETA
 CHUNK_IWAE_SAMPLES = 8  # hierarchical scope: inner draws of z_c per step in the held-out bound
 
@@ -86,7 +87,7 @@ class LatentConfig(PolicyConfig):
     prior_components: int = 8
     """components of the mixture prior"""
     action_horizon: int = 8
-    """H: actions predicted per call (the default lvm's chunk: README, "Choosing the default lvm")"""
+    """H: actions predicted per call (the default lvm's chunk: docs/results.md, "Choosing the default lvm")"""
     action_steps: int = 4
     """Ta: actions executed before the next prediction"""
     latent_scope: Literal["step", "chunk", "episode", "hierarchical"] = "hierarchical"
@@ -106,7 +107,7 @@ class LatentConfig(PolicyConfig):
     """KL weight after the warm-up (of the chunk latent in the hierarchical scope); default 1 (the true ELBO) for
     the step, chunk and hierarchical scopes, 0.2 for the episode scope, where beta = 1 blurs the two sides' codes
     into one prior component and prior draws between them swerve too late (measured on TreeAvoid and coupled
-    Slalom: README, "The episode latent's beta")"""
+    Slalom: docs/results.md, "The episode latent's beta")"""
     beta_warmup_steps: int = 500
     """training steps over which beta rises linearly from 0 to its final value"""
     free_bits: float = 0.0
@@ -124,7 +125,7 @@ class LatentConfig(PolicyConfig):
     """K of the importance-weighted bound reported by log_prob"""
     prior_scale: float = 1.0
     """acting only: factor on the prior components' standard deviations when z is drawn (1 samples p(z|s); 0 plays
-    a drawn component's mean), a probe for prior holes (README, "The episode latent's beta")"""
+    a drawn component's mean), a probe for prior holes (docs/results.md, "The episode latent's beta")"""
 
     def validate(self) -> None:
         super().validate()
