@@ -188,3 +188,40 @@ def test_interrupted_sweep_resumes_and_a_killed_cluster_worker_loses_nothing(tmp
     assert starts.count(victim["run"]) == 2 and all(starts.count(r) == 1 for r in ends if r != victim["run"])
     assert len({e["node"] for e in events if e["event"] == "start"}) == 2  # both nodes ran something
     assert _results(tmp_path, "cluster") == reference
+
+
+def test_compare_reports_a_failed_run_and_writes_the_others(tmp_path, monkeypatch):
+    """One row's training fails for its own reason: the other row's tables are written, the error names the run,
+    and the command fails at the end (in process, without Ray)."""
+    from envs.collect import collect
+    from lvm_policy import benchmark
+    from lvm_policy.errors import TrainingDivergedError
+    from tests.test_tasks import _compare_module
+
+    collect(tmp_path / "demos", episodes=60, seed=0, task="multigoal")
+    module = _compare_module()
+    execute = benchmark.execute
+
+    def diverging_flow(spec):
+        if spec.row == "flow":
+            raise TrainingDivergedError("loss became nan at step 3")
+        return execute(spec)
+
+    monkeypatch.setattr(benchmark, "execute", diverging_flow)
+    args = module.Args(
+        demos=str(tmp_path / "demos"),
+        policies=["gmm", "flow"],
+        seeds=[0],
+        steps=20,
+        episodes=20,
+        runs=tmp_path / "runs",
+        out=tmp_path / "out",
+        device="cpu",
+        ray=False,
+    )
+    with pytest.raises(module.SweepFailed, match=r"1 of 2 runs failed \(out/flow-seed0: TrainingDivergedError: loss"):
+        module.main(args)
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| gmm | sampled |" in table
+    ends = [e for e in _events(tmp_path / "out" / "sweep.jsonl") if e["event"] == "end"]
+    assert {e["run"]: e["outcome"] for e in ends} == {"out/gmm-seed0": "ok", "out/flow-seed0": "failed"}
