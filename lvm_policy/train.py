@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from gymnasium.envs.registration import EnvSpec
 
-from lvm_policy import spaces
+from lvm_policy import distributed, spaces
 from lvm_policy.checkpoint import atomic_write_bytes, atomic_write_text, staged_dir
 from lvm_policy.data import Demonstrations, load_demonstrations
 from lvm_policy.ema import WeightAverage
@@ -295,15 +295,17 @@ def gradient_step(
     act: torch.Tensor,
     grad_clip: float,
     mask: torch.Tensor | None = None,
+    loss_fn=None,
 ) -> tuple[dict[str, float], torch.Tensor]:
     """One update on a minibatch of windows (B, To, O), chunks (B, H, A) and their mask (B, H) or None (or whole
     segments (B, T, To, O), (B, T, H, A) with a mask (B, T, H));
     returns the logged loss terms and the pre-clip gradient norm.
 
     The norm stays a tensor (read it only when logging: one host sync per step, the loss's, is enough). A
-    non-finite loss raises :class:`TrainingDivergedError` before the weights are touched.
+    non-finite loss raises :class:`TrainingDivergedError` before the weights are touched. ``loss_fn`` replaces
+    ``policy.loss`` (its DistributedDataParallel form across processes).
     """
-    loss, logs = policy.loss(obs, act, mask)
+    loss, logs = (loss_fn or policy.loss)(obs, act, mask)
     if not math.isfinite(logs["loss"]):
         raise TrainingDivergedError(f"loss became {logs['loss']}")
     opt.zero_grad(set_to_none=True)
@@ -332,19 +334,26 @@ def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path, bool]:
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train (or resume) one run; returns the final metrics written to metrics.json."""
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
-
+    """Train (or resume) one run; returns the final metrics written to metrics.json (under torchrun: on rank 0;
+    the other ranks return an empty dict)."""
     cfg, run, resuming = prepare_run(cfg)
     cfg.validate()
-    device = resolve_device(cfg.device)
+    ranks, device = distributed.init_from_env(resolve_device(cfg.device))
+    try:
+        return _train(cfg, run, resuming, ranks, device)
+    finally:
+        distributed.finish(ranks)
+
+
+def _train(cfg: TrainConfig, run: Path, resuming: bool, ranks: distributed.Ranks, device: torch.device) -> dict:
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
 
     # ---- data and environment ---------------------------------------------------------------------------
     demos = load_demonstrations(cfg.demos, device=device)
     train_set, val_set = demos.split(cfg.val_fraction, seed=cfg.seed)
     choice = choose_env(cfg.env, demos)
-    if choice.unavailable:
+    if choice.unavailable and ranks.main:
         print(f"rollouts are off: {choice.unavailable}; training reports the validation NLL only")
     rollout_options = dict(
         num_envs=cfg.num_envs, vectorization=cfg.vectorization, max_episode_steps=cfg.max_episode_steps
@@ -365,8 +374,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     policy.fit_normalizer(train_set.obs, train_set.act, train_set.act[windows.act_index])
     average = WeightAverage(policy, cfg.ema_decay)  # what is evaluated and saved as best/
     opt, sched = make_optimizer(policy, cfg)
+    loss_fn = distributed.wrap(policy, ranks, device)  # policy.loss, or its DDP form across processes
 
-    run.mkdir(parents=True, exist_ok=True)
+    if ranks.main:
+        run.mkdir(parents=True, exist_ok=True)
     reference = demo_reference(train_set, choice.mode_names)
     start_step, best_score, elapsed_before = 0, -math.inf, 0.0
     if resuming:
@@ -376,7 +387,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         policy.load_state_dict(latest.state_dict())
         meta = load_train_state(run / "latest", average, opt, sched, gen)
         start_step, best_score, elapsed_before = meta["step"], meta["best_score"], meta["train_seconds"]
-    else:
+    elif ranks.main:
         record = dict(config_to_json(cfg), environment=environment_record(choice, demos))
         atomic_write_text(run / "config.json", json.dumps(record, indent=2))
         atomic_write_text(
@@ -391,10 +402,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             ),
         )
 
-    writer = SummaryWriter(str(run / "tb"))
-    log_file = open(run / "log.jsonl", "a")  # noqa: SIM115  closed in finally
+    writer = SummaryWriter(str(run / "tb")) if ranks.main else None
+    log_file = open(run / "log.jsonl", "a") if ranks.main else None  # noqa: SIM115  closed in finally
 
     def log(record: dict[str, Any]) -> None:
+        if not ranks.main:
+            return
         log_file.write(json.dumps(record) + "\n")
         log_file.flush()
         for k, v in record.items():
@@ -402,6 +415,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 writer.add_scalar(f"{record.get('kind', 'train')}/{k}", v, record["step"])
 
     def checkpoint(step: int, seconds: float) -> None:
+        if not ranks.main:
+            return
         save_checkpoint(
             run / "latest", policy, average, opt, sched, gen, step, {"best_score": best_score, "train_seconds": seconds}
         )
@@ -413,7 +428,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         range(start_step, cfg.steps),
         initial=start_step,
         total=cfg.steps,
-        disable=not cfg.progress,
+        disable=not cfg.progress or not ranks.main,
         desc=f"{cfg.policy} seed {cfg.seed}",
         dynamic_ncols=True,
     )
@@ -423,12 +438,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             policy.on_train_step(step)
             if segments is None:
                 idx = torch.randint(N, (cfg.batch_size,), device=device, generator=gen)  # (B,) on the device
+                idx = distributed.shard(idx, ranks)  # (B / world,): this process's part of the minibatch
                 batch = windows.gather(train_set.obs, train_set.act, idx)  # (B, To, O), (B, H, A), (B, H)
             else:
-                idx = torch.randint(E, (segments,), device=device, generator=gen)
+                idx = distributed.shard(torch.randint(E, (segments,), device=device, generator=gen), ranks)
                 batch = windows.gather_episodes(train_set.obs, train_set.act, idx)  # (B, T, To, O), ...
             try:
-                logs, grad_norm = gradient_step(policy, opt, *batch[:2], cfg.grad_clip, batch[2])
+                logs, grad_norm = gradient_step(policy, opt, *batch[:2], cfg.grad_clip, batch[2], loss_fn)
             except TrainingDivergedError as exc:
                 raise TrainingDivergedError(
                     f"{exc} at step {step}; the last good checkpoint is kept in {run / 'latest'}"
@@ -439,7 +455,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             if done % cfg.log_every == 0 or done == cfg.steps:
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k in ("loss", "nll", "recon", "kl", "beta")})
                 log(dict(kind="train", step=done, grad_norm=float(grad_norm), lr=sched.get_last_lr()[0], **logs))
-            if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+            if ranks.main and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
                 seconds = elapsed_before + time.perf_counter() - t0
                 metrics = {}
                 if choice.spec is not None:
@@ -465,9 +481,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 checkpoint(done, elapsed_before + time.perf_counter() - t0)
     finally:
         bar.close()
-        writer.flush()
-        log_file.close()
+        if ranks.main:
+            writer.flush()
+            log_file.close()
     train_seconds = elapsed_before + time.perf_counter() - t0
+    if not ranks.main:  # rank 0 evaluates and writes
+        return {}
     if not (run / "best").exists():  # periodic evaluation disabled: the final weights are the best we know
         with staged_dir(run / "best") as staged:
             average.average.save(staged)

@@ -5,6 +5,7 @@ python scripts/train_bc.py --policy gmm --gmm.num-components 8 --seed 1
 python scripts/train_bc.py --demos path/to/dataset          # your own Minari dataset (folder or dataset id)
 python scripts/train_bc.py --demos my-dataset-v0 --env my_pkg.envs:MyEnv-v0
 python scripts/train_bc.py --resume runs/lvm-seed0          # continue a run from its latest checkpoint
+torchrun --nproc-per-node 2 scripts/train_bc.py --policy gmm  # DistributedDataParallel over 2 processes (or GPUs)
 python scripts/train_bc.py --help                           # every option of every class
 """
 
@@ -32,6 +33,8 @@ def main(cfg: TrainConfig) -> None:
         print(f"collecting the default demonstrations (TreeAvoid-v0) into {DEFAULT_DEMOS}")
         collect(DEFAULT_DEMOS)
     metrics = train(cfg)
+    if not metrics:  # a rank other than 0 under torchrun: rank 0 reports
+        return
     if cfg.json:
         print(json.dumps(metrics))
         return
