@@ -137,9 +137,11 @@ def run_jobs(
     cpus_per_job: int = 1,
     gpus_per_job: float = 0.0,
     retries: int = 3,
+    parallel: int | None = None,
     on_result: Callable[[Job, Outcome], str | None] | None = None,
 ) -> dict[str, Outcome]:
-    """Run every job; returns each job's outcome by key. ``on_result`` may return a line to print."""
+    """Run every job; returns each job's outcome by key. ``parallel`` caps the jobs at once on an embedded Ray
+    instance (its CPUs: parallel x cpus_per_job). ``on_result`` may return a line to print."""
     if len({j.key for j in jobs}) != len(jobs):
         raise ValueError("job keys must be unique")
     log = Path(log).resolve()
@@ -186,7 +188,8 @@ def run_jobs(
             torch.set_num_threads(threads)
             progress.close()
         return outcomes
-    _run_ray(jobs, log, address, cpus_per_job, gpus_per_job, retries, finish)
+    num_cpus = None if parallel is None else parallel * cpus_per_job
+    _run_ray(jobs, log, address, cpus_per_job, gpus_per_job, retries, finish, num_cpus)
     return outcomes
 
 
@@ -199,7 +202,7 @@ def _loopback_only() -> None:
         constants.ENABLE_RAY_CLUSTER = False
 
 
-def _run_ray(jobs, log, address, cpus, gpus, retries, finish) -> None:
+def _run_ray(jobs, log, address, cpus, gpus, retries, finish, num_cpus) -> None:
     import ray
 
     started_here = not ray.is_initialized()
@@ -210,6 +213,7 @@ def _run_ray(jobs, log, address, cpus, gpus, retries, finish) -> None:
             address=address,
             include_dashboard=False if address is None else None,
             log_to_driver=False,
+            num_cpus=num_cpus if address is None else None,
             runtime_env={"env_vars": {"PYTHONPATH": path}},
         )
     try:

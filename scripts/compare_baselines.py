@@ -166,6 +166,8 @@ class Args:
     storage every node sees"""
     cpus_per_run: int = 1
     """CPUs (and torch threads) of each run: two single-thread runs at once use 2 cores best"""
+    parallel: int | None = None
+    """runs at once on the embedded Ray instance (default: the machine's cores / --cpus-per-run)"""
     gpus_per_run: float = 0.25
     """share of a GPU per run under --device cuda (several runs share one GPU)"""
     eval_every: int | None = None
@@ -243,6 +245,8 @@ def main(args: Args) -> None:
         raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
     if args.cpus_per_run < 1 or not 0 < args.gpus_per_run <= 1:
         raise ConfigError("--cpus-per-run must be at least 1 and --gpus-per-run in (0, 1]")
+    if args.parallel is not None and (args.parallel < 1 or args.address is not None):
+        raise ConfigError("--parallel must be at least 1, and applies to the embedded Ray instance (not --address)")
     if args.address is not None and not args.ray:
         raise ConfigError("--address joins a Ray cluster; it cannot be combined with --no-ray")
     if args.demos is not None:
@@ -274,6 +278,7 @@ def main(args: Args) -> None:
         address=args.address,
         cpus_per_job=args.cpus_per_run,
         gpus_per_job=args.gpus_per_run if cuda else 0.0,
+        parallel=args.parallel,
         on_result=_run_line,
     )
     print(f"{len(jobs)} runs in {time.perf_counter() - t0:.0f} s of wall time")
