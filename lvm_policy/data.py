@@ -24,13 +24,14 @@ from gymnasium import spaces as gym_spaces
 from lvm_policy import spaces
 from lvm_policy.errors import DatasetError
 from lvm_policy.temporal import Windows
+from lvm_policy.vision import is_image, only_images
 
 
 @dataclass
 class Demonstrations:
     """Demonstration transitions and per-episode facts, as tensors on one device."""
 
-    obs: torch.Tensor  # (S, O) float32 flat observations, every step of every episode
+    obs: torch.Tensor  # (S, O) flat observations, every step of every episode: float32, or uint8 (images only)
     act: torch.Tensor  # (S, A) float32
     episode: torch.Tensor  # (S,) int64 index of the episode each step belongs to
     mode: torch.Tensor  # (E,) int64 mode id at the episode's end (info["mode"]), -1 if none or not recorded
@@ -117,11 +118,14 @@ def resolve_dataset(ref: str | Path) -> Path:
 
 
 def _check_array(path: Path, ep: int, name: str, arr: np.ndarray, shape: tuple, float_kind: bool) -> None:
+    """Shape; then a float type with finite values (``float_kind``), or uint8 pixels (an image entry)."""
     if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
         raise _fail(
             path,
             f"episode {ep}: {name} has shape {arr.shape}, expected {tuple('T' if s is None else s for s in shape)}",
         )
+    if not float_kind and arr.dtype != np.uint8:
+        raise _fail(path, f"episode {ep}: {name} has dtype {arr.dtype}, expected uint8 (an image)")
     if float_kind and arr.dtype.kind != "f":
         raise _fail(path, f"episode {ep}: {name} has dtype {arr.dtype}, expected a float type")
     if float_kind and not np.isfinite(arr).all():
@@ -135,10 +139,10 @@ def _flat_observations(path: Path, e: int, space: gym_spaces.Space, raw: Any, T:
             got = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
             raise _fail(path, f"episode {e}: observations hold {got}, the recorded space has {sorted(space.spaces)}")
         for k, sub in space.spaces.items():
-            _check_array(path, e, f"observations[{k!r}]", np.asarray(raw[k]), (T + 1, *sub.shape), True)
+            _check_array(path, e, f"observations[{k!r}]", np.asarray(raw[k]), (T + 1, *sub.shape), not is_image(sub))
         return spaces.flatten_batch(space, {k: np.asarray(raw[k]) for k in space.spaces})
     o = np.asarray(raw)
-    _check_array(path, e, "observations", o, (T + 1, *space.shape), True)
+    _check_array(path, e, "observations", o, (T + 1, *space.shape), not is_image(space))
     return o.reshape(T + 1, -1)
 
 
@@ -212,8 +216,11 @@ def load_demonstrations(ref: str | Path, device: str | torch.device = "cpu") -> 
         except Exception:  # noqa: BLE001  a spec with a callable entry point cannot be written; the id remains
             spec_json = None
     d = torch.device(device)
+    # Camera-only observations stay uint8 (one byte per pixel, converted per minibatch by the policy); with state
+    # entries beside the images the flat observation is float32.
+    obs_dtype = torch.uint8 if only_images(obs_space) else torch.float32
     return Demonstrations(
-        obs=torch.as_tensor(np.concatenate(obs), dtype=torch.float32, device=d),
+        obs=torch.as_tensor(np.concatenate(obs), dtype=obs_dtype, device=d),
         act=torch.as_tensor(np.concatenate(act), dtype=torch.float32, device=d),
         episode=torch.as_tensor(np.concatenate(ep_index), device=d),
         mode=torch.as_tensor(mode, dtype=torch.int64, device=d),

@@ -1,10 +1,10 @@
 """The observation and action spaces the package supports, and how observations become flat vectors.
 
-Supported: ``Box`` actions (any bounds, float dtype) and low-dimensional observations, either a ``Box`` or a
-``Dict`` of ``Box`` es. A ``Dict`` is flattened by concatenating its entries in the space's own key order
+Supported: ``Box`` actions (any bounds, float dtype) and observations that are a ``Box`` or a ``Dict`` of
+``Box`` es, among them camera images (a ``Box`` of uint8, (H, W, C) or (C, H, W) with C in 1, 3, 4; their encoder
+is lvm_policy/vision.py). A ``Dict`` is flattened by concatenating its entries in the space's own key order
 (gymnasium sorts the keys of a ``Dict`` built from a plain dict), each entry flattened in C order: the order
-of ``gymnasium.spaces.flatten``. Images (a ``Box`` of uint8 with 3 dimensions) and discrete spaces are refused
-with one line saying what is supported.
+of ``gymnasium.spaces.flatten``. Discrete spaces are refused with one line saying what is supported.
 """
 
 from __future__ import annotations
@@ -15,25 +15,27 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-SUPPORTED = "supported: Box actions, and Box or Dict-of-Box low-dimensional observations"
+SUPPORTED = "supported: Box actions, and Box or Dict-of-Box observations (uint8 images: H x W x C or C x H x W)"
 
 
 class UnsupportedSpaceError(ValueError):
     """A space the policies cannot model; the message is one line."""
 
 
-def _is_image(box: spaces.Box) -> bool:
-    return box.dtype == np.uint8 and len(box.shape) == 3
-
-
 def check_observation_space(space: spaces.Space) -> None:
-    """Raise :class:`UnsupportedSpaceError` unless ``space`` is a Box or a Dict of Boxes (no images)."""
+    """Raise :class:`UnsupportedSpaceError` unless ``space`` is a Box or a Dict of Boxes; an image's channels must
+    be its first or last axis."""
+    from lvm_policy.vision import image_slot, is_image
+
     entries = list(space.spaces.values()) if isinstance(space, spaces.Dict) else [space]
     for s in entries:
         if not isinstance(s, spaces.Box):
             raise UnsupportedSpaceError(f"observation space {space} is not supported ({SUPPORTED})")
-        if _is_image(s):
-            raise UnsupportedSpaceError(f"image observations {s} are not supported ({SUPPORTED})")
+        if is_image(s):
+            try:
+                image_slot(s, 0)
+            except ValueError as exc:
+                raise UnsupportedSpaceError(f"{exc} ({SUPPORTED})") from None
 
 
 def check_action_space(space: spaces.Space) -> None:

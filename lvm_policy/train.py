@@ -37,6 +37,7 @@ from lvm_policy.ema import WeightAverage
 from lvm_policy.errors import CheckpointError, ConfigError, DatasetError, EnvError, TrainingDivergedError
 from lvm_policy.evaluate import demo_reference, eval_score, evaluate, heldout_nll, resolve_device, rollout, summarize
 from lvm_policy.policies import CONFIG_CLASSES, Policy, make_policy
+from lvm_policy.vision import image_slots
 
 # Every registered class (a new class is one new file in lvm_policy/policies): its name and its options.
 PolicyName = Literal[tuple(CONFIG_CLASSES)]  # type: ignore[valid-type]
@@ -364,7 +365,13 @@ def _train(cfg: TrainConfig, run: Path, resuming: bool, ranks: distributed.Ranks
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     box = demos.action_space
     policy = make_policy(
-        cfg.policy, demos.obs.shape[1], demos.act.shape[1], cfg.policy_config(), box.low.tolist(), box.high.tolist()
+        cfg.policy,
+        demos.obs.shape[1],
+        demos.act.shape[1],
+        cfg.policy_config(),
+        box.low.tolist(),
+        box.high.tolist(),
+        image_slots=image_slots(demos.observation_space),
     ).to(device)
     policy.env_id = choice.env_id
     policy.env_spec_json = environment_record(choice, demos)["spec"]

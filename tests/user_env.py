@@ -5,6 +5,8 @@ Dict observations, an action box other than [-1, 1], and the mode convention in 
 a success and its index is the mode. Driving straight up (the average of the two ways) reaches neither.
 ``UserForkFailStep-v0`` / ``UserForkFailReset-v0`` raise on their 3rd step / 2nd reset, and
 ``UserForkNoLimit-v0`` has no time limit: they test the evaluator's handling of a user's bad env.
+``UserCameraFork-v0`` is the same task seen only through a 24 x 24 grey camera (uint8, H x W x C), and
+``UserCameraDictFork-v0`` through a channels-first camera beside the elapsed time in a Dict.
 """
 
 from __future__ import annotations
@@ -66,6 +68,47 @@ class FailResetEnv(ForkEnv):
         return super().reset(seed=seed, options=options)
 
 
+class CameraForkEnv(ForkEnv):
+    """The fork seen from above: the goals grey, the point white, on a 24 x 24 grid over [-1.5, 1.5] x [-0.5, 1.5]."""
+
+    size = 24
+
+    def __init__(self):
+        super().__init__()
+        self.observation_space = gym.spaces.Box(0, 255, (self.size, self.size, 1), np.uint8)
+
+    def _pixel(self, xy: np.ndarray) -> tuple[int, int]:
+        col = int(np.clip((xy[0] + 1.5) / 3.0 * self.size, 0, self.size - 2))
+        row = int(np.clip((1.5 - xy[1]) / 2.0 * self.size, 0, self.size - 2))
+        return row, col
+
+    def camera(self) -> np.ndarray:
+        img = np.zeros((self.size, self.size, 1), np.uint8)
+        for goal in GOALS:
+            r, c = self._pixel(goal)
+            img[r : r + 2, c : c + 2] = 120
+        r, c = self._pixel(self.pos)
+        img[r : r + 2, c : c + 2] = 255
+        return img
+
+    def _obs(self):
+        return self.camera()
+
+
+class CameraDictForkEnv(CameraForkEnv):
+    def __init__(self):
+        super().__init__()
+        self.observation_space = gym.spaces.Dict(
+            {
+                "camera": gym.spaces.Box(0, 255, (1, self.size, self.size), np.uint8),
+                "time": gym.spaces.Box(0.0, np.inf, (1,), np.float32),
+            }
+        )
+
+    def _obs(self):
+        return {"camera": self.camera().transpose(2, 0, 1).copy(), "time": np.array([self.t * self.dt], np.float32)}
+
+
 def scripted_action(obs: dict, goal: int, rng: np.random.Generator) -> np.ndarray:
     """A proportional controller toward the chosen goal, with noise."""
     delta = GOALS[goal] - obs["position"]
@@ -77,6 +120,8 @@ for _id, _cls, _limit in (
     ("UserForkFailStep-v0", "FailStepEnv", 40),
     ("UserForkFailReset-v0", "FailResetEnv", 40),
     ("UserForkNoLimit-v0", "ForkEnv", None),
+    ("UserCameraFork-v0", "CameraForkEnv", 40),
+    ("UserCameraDictFork-v0", "CameraDictForkEnv", 40),
 ):
     if _id not in gym.registry:
         gym.register(id=_id, entry_point=f"tests.user_env:{_cls}", max_episode_steps=_limit)

@@ -23,11 +23,20 @@ def make_policy(
     config: PolicyConfig | None = None,
     action_low: float | Sequence[float] = -1.0,
     action_high: float | Sequence[float] = 1.0,
+    image_slots: Sequence | None = None,
 ) -> Policy:
     """Build a registered policy by name, with its default config unless one is given; the action box is
-    [action_low, action_high] (scalars or one bound per dimension)."""
+    [action_low, action_high] (scalars or one bound per dimension); ``image_slots`` (lvm_policy.vision) say where
+    camera images lie in the flat observation."""
     cls = policy_class(name)
-    return cls(obs_dim, act_dim, config or cls.config_class(), action_low=action_low, action_high=action_high)
+    return cls(
+        obs_dim,
+        act_dim,
+        config or cls.config_class(),
+        action_low=action_low,
+        action_high=action_high,
+        image_slots=image_slots,
+    )
 
 
 __all__ = ["CONFIG_CLASSES", "Policy", "PolicyConfig", "list_policies", "load_policy", "make_policy", "register_policy"]

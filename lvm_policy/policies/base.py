@@ -22,6 +22,7 @@ from lvm_policy import spaces
 from lvm_policy.checkpoint import atomic_write_bytes, atomic_write_text
 from lvm_policy.errors import CheckpointError
 from lvm_policy.temporal import ActingState
+from lvm_policy.vision import ImageSlot, ObservationFeatures, slots_from_json, slots_to_json
 
 FORMAT_VERSION = 2  # 2: per-dimension action box, env spec and observation space
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
@@ -116,13 +117,19 @@ class Policy(nn.Module):
         config: PolicyConfig,
         action_low: float | Sequence[float] = -1.0,
         action_high: float | Sequence[float] = 1.0,
+        image_slots: Sequence[ImageSlot] | None = None,
     ):
         super().__init__()
         config.validate()
         self.obs_dim, self.act_dim, self.config = obs_dim, act_dim, config
-        # What a class's networks see and model: the flat window of To observations and the flat chunk of H actions.
+        # Camera images in the observation: encoded into features before the class's networks (lvm_policy/vision.py).
+        self.image_slots = list(image_slots or [])
+        self.vision = ObservationFeatures(obs_dim, self.image_slots) if self.image_slots else None
+        self.feature_dim = self.vision.dim if self.vision is not None else obs_dim  # per observation
+        # What a class's networks see and model: the flat window of To observations' features and the flat chunk
+        # of H actions.
         self.horizon = config.action_horizon
-        self.in_dim, self.chunk_dim = obs_dim * config.obs_horizon, act_dim * config.action_horizon
+        self.in_dim, self.chunk_dim = self.feature_dim * config.obs_horizon, act_dim * config.action_horizon
         self._acting: ActingState | None = None  # per-environment history and action queue (not per_step)
         # How a chunked policy replans the environments whose queue ran out: "subset" computes only their chunks
         # (a host sync: the CPU's choice), "all" computes every environment's and keeps the needed ones with
@@ -146,16 +153,30 @@ class Policy(nn.Module):
     @torch.no_grad()
     def fit_normalizer(self, obs: torch.Tensor, act: torch.Tensor, chunks: torch.Tensor | None = None) -> None:
         """Set observation and action statistics from data (N, O), (N, A); constant columns get std 1. chunks
-        (N, H, A), the training chunks, are for classes that fit more than statistics (BeT's bins)."""
-        self.obs_mean.copy_(obs.mean(0))
-        self.obs_std.copy_(torch.where(obs.std(0) > 1e-6, obs.std(0), torch.ones_like(self.obs_std)))
+        (N, H, A), the training chunks, are for classes that fit more than statistics (BeT's bins). Image pixels
+        keep mean 0 and std 1: the encoder scales them by a constant."""
+        if self.vision is not None:
+            idx = self.vision.state_index
+            state = obs[:, idx].float()  # (N, S): the pixels are never converted as a whole
+            self.obs_mean.zero_()
+            self.obs_std.fill_(1.0)
+            if idx.numel():
+                self.obs_mean[idx] = state.mean(0)
+                self.obs_std[idx] = torch.where(state.std(0) > 1e-6, state.std(0), torch.ones_like(state[0]))
+        else:
+            self.obs_mean.copy_(obs.mean(0))
+            self.obs_std.copy_(torch.where(obs.std(0) > 1e-6, obs.std(0), torch.ones_like(self.obs_std)))
         self.act_mean.copy_(act.mean(0))
         self.act_std.copy_(torch.where(act.std(0) > 1e-6, act.std(0), torch.ones_like(self.act_std)))
 
     def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        """Observations (..., k * O) (one or a window of k), normalised per observation."""
+        """Observations (..., k * O) (one or a window of k), normalised per observation: (..., k * F), F the
+        feature size (F = O without images; with images, the state entries and each image's encoding)."""
         o = obs.reshape(*obs.shape[:-1], -1, self.obs_dim)
-        return ((o - self.obs_mean) / self.obs_std).reshape(obs.shape)
+        if self.vision is None:
+            return ((o - self.obs_mean) / self.obs_std).reshape(obs.shape)
+        features = self.vision(o.reshape(-1, self.obs_dim).to(self.obs_mean.dtype), self.obs_mean, self.obs_std)
+        return features.reshape(*obs.shape[:-1], -1)
 
     def normalize_act(self, act: torch.Tensor) -> torch.Tensor:
         """Actions (..., k * A) (one or a chunk of k), normalised per action."""
@@ -242,7 +263,7 @@ class Policy(nn.Module):
     def _flat(self, obs: torch.Tensor, act: torch.Tensor, lead: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Windows (..., To, O) or (..., To * O) and chunks (..., H, A) or (..., H * A) as flat windows and chunks."""
         obs, act = obs.reshape(*obs.shape[:lead], -1), act.reshape(*act.shape[:lead], -1)
-        if obs.shape[-1] != self.in_dim or act.shape[-1] != self.chunk_dim:
+        if obs.shape[-1] != self.obs_dim * self.config.obs_horizon or act.shape[-1] != self.chunk_dim:
             raise ValueError(
                 f"expected windows of {self.config.obs_horizon} x {self.obs_dim} observations and chunks of "
                 f"{self.horizon} x {self.act_dim} actions, got {obs.shape[-1]} and {act.shape[-1]} numbers"
@@ -293,7 +314,7 @@ class Policy(nn.Module):
         if self._acting is None or not self._acting.fits(N, obs_n.device):
             ensemble = c.temporal_ensemble is not None
             self._acting = ActingState(
-                N, c.obs_horizon, c.action_horizon, self.obs_dim, A, ensemble, obs_n.device, obs_n.dtype
+                N, c.obs_horizon, c.action_horizon, self.feature_dim, A, ensemble, obs_n.device, obs_n.dtype
             )
         state = self._acting.writable()
         window = state.push(obs_n)  # (N, To * O)
@@ -364,6 +385,7 @@ class Policy(nn.Module):
             "env_id": self.env_id,
             "env_spec": self.env_spec_json,
             "observation_space": None if self.observation_space is None else spaces.to_json(self.observation_space),
+            "images": slots_to_json(self.image_slots),
             "config": asdict(self.config),
         }
 
@@ -414,7 +436,8 @@ def load_policy(directory: str | Path, device: str | torch.device = "cpu") -> Po
         unknown = set(meta["config"]) - known
         if unknown:
             raise CheckpointError(f"{config_path}: unknown {name} options {sorted(unknown)}")
-        policy = cls(obs_dim, act_dim, cls.config_class(**meta["config"]))
+        images = slots_from_json(meta.get("images"))
+        policy = cls(obs_dim, act_dim, cls.config_class(**meta["config"]), image_slots=images)
         policy.env_id = meta.get("env_id")
         policy.env_spec_json = meta.get("env_spec")
         if meta.get("observation_space"):

@@ -1,0 +1,131 @@
+"""Camera observations: where the images lie in a flat observation, and the encoder that turns them into features.
+
+An image is a ``Box`` of uint8 with 3 dimensions, (H, W, C) or (C, H, W) with C in {1, 3, 4}, alone or inside a
+``Dict`` beside state entries. The flat observation keeps gymnasium's flatten order, so an image occupies
+H * W * C consecutive numbers (its pixels, 0-255). Every policy class reads observations through
+``Policy.normalize_obs``; with images there this becomes: state entries normalised by their statistics, each image
+scaled by a constant (x / 255 - 0.5, no per-pixel statistics), shifted at random by up to ``shift`` pixels while
+training (DrQ's augmentation: replicate-pad, then crop), and encoded by a small conv net. The class's own networks
+see the concatenated features, so every class learns from pixels without a line of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+
+class ImageSlot(NamedTuple):
+    offset: int  # first index in the flat observation
+    shape: tuple[int, int, int]  # as stored: (H, W, C) or (C, H, W)
+    channels_last: bool
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def chw(self) -> tuple[int, int, int]:
+        h, w, c = self.shape if self.channels_last else (self.shape[1], self.shape[2], self.shape[0])
+        return c, h, w
+
+
+def is_image(box: spaces.Space) -> bool:
+    return isinstance(box, spaces.Box) and box.dtype == np.uint8 and len(box.shape) == 3
+
+
+def image_slot(box: spaces.Box, offset: int) -> ImageSlot:
+    """Where an image Box lies; its channels must be the first or last axis (1, 3 or 4 of them)."""
+    if box.shape[-1] in (1, 3, 4):
+        return ImageSlot(offset, tuple(int(s) for s in box.shape), True)
+    if box.shape[0] in (1, 3, 4):
+        return ImageSlot(offset, tuple(int(s) for s in box.shape), False)
+    raise ValueError(f"image {box.shape}: channels (1, 3 or 4) must be the first or the last axis")
+
+
+def image_slots(space: spaces.Space) -> list[ImageSlot]:
+    """Every image of an observation space, in flat order (empty for a low-dimensional space)."""
+    entries = list(space.spaces.values()) if isinstance(space, spaces.Dict) else [space]
+    slots, offset = [], 0
+    for s in entries:
+        if is_image(s):
+            slots.append(image_slot(s, offset))
+        offset += int(spaces.flatdim(s))
+    return slots
+
+
+def only_images(space: spaces.Space) -> bool:
+    """Whether every entry is an image: the dataset is then kept as uint8, one byte per pixel."""
+    entries = list(space.spaces.values()) if isinstance(space, spaces.Dict) else [space]
+    return all(is_image(s) for s in entries)
+
+
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, C, H, W) images, each moved by its own random integer offset in [-pad, pad] (edges replicated)."""
+    B, C, H, W = images.shape
+    padded = nn.functional.pad(images, (pad, pad, pad, pad), mode="replicate")  # (B, C, H + 2p, W + 2p)
+    shift = torch.randint(0, 2 * pad + 1, (B, 2), device=images.device, generator=generator)
+    rows = torch.arange(H, device=images.device)[None, :] + shift[:, :1]  # (B, H)
+    cols = torch.arange(W, device=images.device)[None, :] + shift[:, 1:]  # (B, W)
+    batch = torch.arange(B, device=images.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+class ConvEncoder(nn.Module):
+    """(B, C, H, W) -> (B, F): three stride-2 3x3 convolutions with GroupNorm (as LeRobot's and Diffusion
+    Policy's vision encoders use instead of BatchNorm, which mixes the samples of a batch), then a linear layer."""
+
+    def __init__(self, chw: tuple[int, int, int], features: int, width: int = 32):
+        super().__init__()
+        c, h, w = chw
+        layers: list[nn.Module] = []
+        for i in range(3):
+            out = width * (2 if i else 1)
+            layers += [nn.Conv2d(c, out, 3, stride=2, padding=1), nn.GroupNorm(8, out), nn.ReLU()]
+            c, h, w = out, (h + 1) // 2, (w + 1) // 2
+        self.conv = nn.Sequential(*layers, nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(c * h * w, features), nn.LayerNorm(features))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(images))
+
+
+class ObservationFeatures(nn.Module):
+    """Flat raw observations (N, O) -> features (N, F): normalised state entries, then each image's encoding."""
+
+    def __init__(self, obs_dim: int, slots: list[ImageSlot], features: int = 64, shift: int = 4):
+        super().__init__()
+        self.slots, self.shift = list(slots), shift
+        is_pixel = torch.zeros(obs_dim, dtype=torch.bool)
+        for s in self.slots:
+            is_pixel[s.offset : s.offset + s.size] = True
+        self.register_buffer("state_index", torch.nonzero(~is_pixel).flatten(), persistent=False)
+        self.encoders = nn.ModuleList(ConvEncoder(s.chw, features) for s in self.slots)
+        self.dim = int(self.state_index.numel()) + features * len(self.slots)
+
+    def forward(self, flat: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        idx = self.state_index
+        parts = [(flat[:, idx] - mean[idx]) / std[idx]]  # (N, S)
+        for slot, encoder in zip(self.slots, self.encoders):
+            img = flat[:, slot.offset : slot.offset + slot.size].reshape(-1, *slot.shape)
+            if slot.channels_last:
+                img = img.permute(0, 3, 1, 2)  # (N, C, H, W)
+            img = img / 255.0 - 0.5
+            if self.training and self.shift:
+                img = random_shift(img, self.shift)
+            parts.append(encoder(img))  # (N, F)
+        return torch.cat(parts, dim=1)
+
+
+def slots_to_json(slots: list[ImageSlot]) -> list[dict[str, Any]]:
+    return [dict(offset=s.offset, shape=list(s.shape), channels_last=s.channels_last) for s in slots]
+
+
+def slots_from_json(items: list[dict[str, Any]] | None) -> list[ImageSlot]:
+    return [
+        ImageSlot(int(i["offset"]), tuple(int(x) for x in i["shape"]), bool(i["channels_last"])) for i in items or []
+    ]

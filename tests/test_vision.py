@@ -1,0 +1,156 @@
+"""Camera observations: a user's image env (tests/user_env.py) recorded with Minari, kept as uint8, trained by
+every class, evaluated through gymnasium's vector env, acted on through predict with the env's own observations,
+saved and loaded."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from lvm_policy.policies import list_policies, load_policy, make_policy
+from lvm_policy.vision import ImageSlot, image_slots, random_shift
+from tests import user_env  # noqa: F401  (registers the camera envs)
+
+
+def record(root, env_id: str, episodes: int = 40, seed: int = 0):
+    """The scripted controller of the fork (toward a goal drawn per episode), seen through the camera."""
+    import minari
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    env = gym.make(env_id)
+    rng = np.random.default_rng(seed)
+    buffers = []
+    for e in range(episodes):
+        goal = int(rng.random() < 0.4)
+        obs, info = env.reset(seed=seed + e)
+        observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+        infos = {k: [v] for k, v in info.items()}
+        done = False
+        while not done:
+            action = user_env.scripted_action({"position": env.unwrapped.pos}, goal, rng)
+            obs, r, term, trunc, info = env.step(action)
+            observations.append(obs)
+            actions.append(action)
+            rewards.append(r)
+            terms.append(term)
+            truncs.append(trunc)
+            for k, v in info.items():
+                infos[k].append(v)
+            done = term or trunc
+        stacked = (
+            {k: np.stack([o[k] for o in observations]) for k in observations[0]}
+            if isinstance(obs, dict)
+            else np.stack(observations)
+        )
+        buffers.append(
+            EpisodeBuffer(
+                id=e,
+                seed=seed + e,
+                observations=stacked,
+                actions=np.stack(actions),
+                rewards=rewards,
+                terminations=terms,
+                truncations=truncs,
+                infos={k: np.asarray(v) for k, v in infos.items()},
+            )
+        )
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    dataset_id = f"camera/{env_id.lower()}-v0"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        minari.create_dataset_from_buffers(
+            dataset_id=dataset_id, buffer=buffers, env=gym.spec(env_id), algorithm_name="scripted"
+        )
+    return root / dataset_id
+
+
+@pytest.fixture(scope="module")
+def camera_datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("minari")
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    try:
+        yield {env_id: record(root, env_id) for env_id in ("UserCameraFork-v0", "UserCameraDictFork-v0")}
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def test_image_slots_find_each_layout():
+    box_hwc = gym.spaces.Box(0, 255, (24, 24, 3), np.uint8)
+    camera = gym.spaces.Box(0, 255, (1, 8, 6), np.uint8)
+    space = gym.spaces.Dict({"a_time": gym.spaces.Box(0, 1, (2,)), "camera": camera})
+    assert image_slots(box_hwc) == [ImageSlot(0, (24, 24, 3), True)]
+    assert image_slots(space) == [ImageSlot(2, (1, 8, 6), False)]
+    assert ImageSlot(2, (1, 8, 6), False).chw == (1, 8, 6)
+    assert image_slots(gym.spaces.Box(-1, 1, (3,))) == []
+
+
+def test_random_shift_moves_whole_images_within_the_pad():
+    torch.manual_seed(0)
+    img = torch.rand(64, 2, 10, 12)
+    out = random_shift(img, 2)
+    assert out.shape == img.shape
+    # each output is the replicate-padded input cropped at one offset in [-2, 2]^2
+    padded = torch.nn.functional.pad(img, (2, 2, 2, 2), mode="replicate")
+    for b in range(8):
+        crops = [padded[b, :, dy : dy + 10, dx : dx + 12] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[b], crop) for crop in crops), b
+    assert not torch.equal(out, img)  # 64 draws of 25 offsets: some image moved
+
+
+def test_camera_dataset_stays_uint8(camera_datasets):
+    from lvm_policy.data import load_demonstrations
+
+    only = load_demonstrations(camera_datasets["UserCameraFork-v0"])
+    assert only.obs.dtype == torch.uint8 and only.obs.shape[1] == 24 * 24
+    assert only.obs.element_size() * only.obs.numel() == only.obs.shape[0] * 576  # one byte per pixel
+    mixed = load_demonstrations(camera_datasets["UserCameraDictFork-v0"])
+    assert mixed.obs.dtype == torch.float32 and mixed.obs.shape[1] == 1 + 576  # keys in order: camera, time
+    assert float(mixed.obs[:, :576].max()) == 255.0
+
+
+@pytest.mark.parametrize("name", list_policies())
+def test_every_class_trains_on_pixels_and_plays_through_the_vector_env(name, camera_datasets, tmp_path):
+    from lvm_policy.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        policy=name,
+        demos=str(camera_datasets["UserCameraDictFork-v0"]),
+        out=tmp_path / name,
+        steps=4,
+        batch_size=32,
+        eval_every=0,
+        final_eval_episodes=6,
+        num_envs=2,
+        vectorization="sync",
+        device="cpu",
+        progress=False,
+    )
+    metrics = train(cfg)
+    assert metrics["engine"] == "gymnasium-sync" and metrics["episodes"] == 6
+    policy = load_policy(tmp_path / name)
+    assert policy.vision is not None and policy.image_slots == [ImageSlot(0, (1, 24, 24), False)]
+    env = gym.make("UserCameraDictFork-v0")
+    obs, _ = env.reset(seed=3)
+    a1, _ = policy.predict(obs, deterministic=True, episode_start=np.array([True]))
+    again = load_policy(tmp_path / name)
+    a2, _ = again.predict(obs, deterministic=True, episode_start=np.array([True]))
+    assert a1.shape == (2,) and np.all(np.abs(a1) <= 2.0)
+    if name in ("gaussian", "act"):  # deterministic given the observation: the round trip is exact
+        np.testing.assert_array_equal(a1, a2)
+
+
+def test_pixels_and_their_float_copy_give_the_same_features():
+    slots = [ImageSlot(0, (6, 6, 1), True)]
+    policy = make_policy("gmm", 36 + 2, 2, image_slots=slots).eval()
+    pixels = torch.randint(0, 256, (5, 38), dtype=torch.uint8)
+    pixels[:, 36:] = 0
+    torch.testing.assert_close(policy.normalize_obs(pixels), policy.normalize_obs(pixels.float()))
+    assert policy.in_dim == 2 + 64  # two state numbers and one image's 64 features
