@@ -36,12 +36,22 @@ from envs.tree_avoid import (
     TreeAvoidVectorEnv,
 )
 
-ENV_IDS = ("TreeAvoid-v0", "Slalom-v0", "MultiGoal-v0", "PointMazeTwoRoutes-v0", "PointMazeThreeRoutes-v0")
+ENV_IDS = (
+    "TreeAvoid-v0",
+    "Slalom-v0",
+    "MultiGoal-v0",
+    "PointMazeTwoRoutes-v0",
+    "PointMazeThreeRoutes-v0",
+    "TreeAvoidPixels-v0",
+    "SlalomPixels-v0",
+)
 
 for _id, _module, _name in (
     ("TreeAvoid-v0", "tree_avoid", "TreeAvoid"),
     ("Slalom-v0", "slalom", "Slalom"),
     ("MultiGoal-v0", "multigoal", "MultiGoal"),
+    ("TreeAvoidPixels-v0", "pixels", "TreeAvoidPixels"),  # the same dynamics through a top-down camera
+    ("SlalomPixels-v0", "pixels", "SlalomPixels"),
 ):
     if _id not in gym.registry:
         gym.register(

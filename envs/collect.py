@@ -52,6 +52,9 @@ TASKS = {
     "tree_avoid": Task("TreeAvoid-v0", TreeAvoidExpert, ExpertConfig, "scripted-bimodal-expert"),
     "slalom": Task("Slalom-v0", SlalomExpert, SlalomExpertConfig, "scripted-slalom-expert"),
     "multigoal": Task("MultiGoal-v0", MultiGoalExpert, MultiGoalExpertConfig, "scripted-multigoal-expert"),
+    # the same experts, reading the state while the camera's pixels are recorded
+    "tree_avoid_pixels": Task("TreeAvoidPixels-v0", TreeAvoidExpert, ExpertConfig, "scripted-bimodal-expert"),
+    "slalom_pixels": Task("SlalomPixels-v0", SlalomExpert, SlalomExpertConfig, "scripted-slalom-expert"),
     "maze2": Task("PointMazeTwoRoutes-v0", MazeExpert, MazeExpertConfig, "cell-planner-pd-expert", batched=False),
     "maze3": Task("PointMazeThreeRoutes-v0", MazeExpert, MazeExpertConfig, "cell-planner-pd-expert", batched=False),
 }
@@ -102,10 +105,12 @@ def rollout_expert(episodes: int, seed: int = 0, expert: Any = None, task: str =
     params = env.params
     agent = spec.expert(params, expert or spec.config(), seed=seed)
     obs, info0 = env.reset(seed=seed)
-    agent.reset(obs)
+    # The expert reads the state; a pixel task records its camera meanwhile.
+    state_of = getattr(env.task, "state_observation", None)
+    agent.reset(obs if state_of is None else state_of(env.state))
     T, N = params.max_steps, episodes
-    obs_dim, act_dim = obs.shape[1], env.single_action_space.shape[0]
-    obs_buf = torch.empty(T + 1, N, obs_dim)
+    act_dim = env.single_action_space.shape[0]
+    obs_buf = torch.empty((T + 1, N, *obs.shape[1:]), dtype=obs.dtype)
     act_buf = torch.empty(T, N, act_dim)
     rew_buf = torch.empty(T, N)
     term_buf = torch.empty(T, N, dtype=torch.bool)
@@ -117,7 +122,7 @@ def rollout_expert(episodes: int, seed: int = 0, expert: Any = None, task: str =
     done_buf = torch.empty(T, N, dtype=torch.bool)
     obs_buf[0] = obs
     for t in range(T):
-        action = agent.act(obs)
+        action = agent.act(obs if state_of is None else state_of(env.state))
         obs, reward, terminated, truncated, info = env.step(action)
         obs_buf[t + 1] = info["final_obs"]  # the episode's own last observation, not the reset one
         act_buf[t], rew_buf[t], term_buf[t], trunc_buf[t] = action, reward, terminated, truncated

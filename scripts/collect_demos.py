@@ -5,6 +5,7 @@ python scripts/collect_demos.py --task slalom                     # 3 trees, sid
 python scripts/collect_demos.py --task slalom --coupling same     # one side per episode: slalom/coupled-v0
 python scripts/collect_demos.py --task multigoal --goal-probs 0.4 0.3 0.2 0.1
 python scripts/collect_demos.py --task maze3 --route-probs 0.5 0.25 0.25   # MuJoCo PointMaze (needs .[maze])
+python scripts/collect_demos.py --task tree_avoid_pixels        # the camera's 32 x 32 RGB images as observations
 python scripts/collect_demos.py --episodes 200 --left-prob 0.7 --out /tmp/demos
 """
 
@@ -27,8 +28,10 @@ from lvm_policy.errors import ConfigError  # noqa: E402
 
 @dataclass
 class Args:
-    task: Literal["tree_avoid", "slalom", "multigoal", "maze2", "maze3"] = "tree_avoid"
-    """which task's expert to play"""
+    task: Literal["tree_avoid", "slalom", "multigoal", "maze2", "maze3", "tree_avoid_pixels", "slalom_pixels"] = (
+        "tree_avoid"
+    )
+    """which task's expert to play (the *_pixels tasks record the top-down camera, 32 x 32 RGB)"""
     episodes: int = 1000
     """number of episodes"""
     seed: int = 0
@@ -51,15 +54,15 @@ def main(args: Args) -> None:
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
     options: dict = {} if args.noise is None else {"noise": args.noise}
-    if args.task in ("tree_avoid", "slalom"):
+    if args.task in ("tree_avoid", "slalom", "tree_avoid_pixels", "slalom_pixels"):
         options["left_prob"] = args.left_prob
-    if args.task == "slalom":
+    if args.task in ("slalom", "slalom_pixels"):
         options["coupling"] = args.coupling
     if args.task == "multigoal":
         options["goal_probs"] = tuple(args.goal_probs)
     if args.task in ("maze2", "maze3") and args.route_probs is not None:
         options["route_probs"] = tuple(args.route_probs)
-    variant = "coupled" if args.task == "slalom" and args.coupling == "same" else "expert"
+    variant = "coupled" if args.task in ("slalom", "slalom_pixels") and args.coupling == "same" else "expert"
     out = args.out or default_demos(args.task, variant)
     try:
         TASKS[args.task].config(**options)

@@ -1,0 +1,155 @@
+"""Pixel versions of the driving tasks: the same dynamics, seen through a top-down camera that follows the car.
+
+``TreeAvoidPixels-v0`` and ``SlalomPixels-v0`` wrap TreeAvoid's and Slalom's batched task: reset, step and
+auto-reset are theirs, only the observation differs. The camera is drawn with tensor ops on the state's device
+(no OpenGL): each pixel's centre is mapped to road coordinates around the car and tested against the road, the
+trees and the finish line, so the single env (a batch of one) and the torch twin draw the same pixels, and GPU
+rollouts stay on the GPU. Channels: red the trees, green the road, blue the finish line and the car.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from envs.batched import BatchedSingleEnv, BatchedTask, BatchedVectorEnv
+from envs.slalom import SlalomParams, SlalomTask
+from envs.tree_avoid import TreeAvoidParams, TreeAvoidTask
+
+
+@dataclass(frozen=True)
+class Camera:
+    size: int = 32  # pixels per side (measured: benchmarks/speed.py --tables pixels)
+    metres: float = 4.0  # width (and length) of road seen
+    behind: float = 0.5  # metres of road behind the car in view; the rest lies ahead
+    car_radius: float = 0.12  # the car's dot
+
+
+class Scene(NamedTuple):
+    car_x: torch.Tensor  # (N,)
+    car_y: torch.Tensor  # (N,)
+    discs: torch.Tensor  # (N, K, 3): the trees' x, y and radius
+    road_half_width: float
+    finish_y: float
+
+
+def draw(camera: Camera, scene: Scene) -> torch.Tensor:
+    """(N, S, S, 3) uint8 images; row 0 is the far edge of the view (ahead), column 0 the left."""
+    S, device = camera.size, scene.car_x.device
+    res = camera.metres / S
+    centres = (torch.arange(S, device=device, dtype=torch.float32) + 0.5) * res  # (S,) metres from an edge
+    wx = scene.car_x[:, None] + centres[None, :] - camera.metres / 2  # (N, S) lateral, per column
+    wy = scene.car_y[:, None] - camera.behind + centres.flip(0)[None, :]  # (N, S) forward, per row
+    dx = wx[:, None, None, :] - scene.discs[:, :, 0, None, None]  # (N, K, 1, S)
+    dy = wy[:, None, :, None] - scene.discs[:, :, 1, None, None]  # (N, K, S, 1)
+    trees = (dx * dx + dy * dy < scene.discs[:, :, 2, None, None] ** 2).any(dim=1)  # (N, S, S)
+    road = (wx.abs() <= scene.road_half_width)[:, None, :].expand_as(trees)  # (N, S, S)
+    finish = ((wy - scene.finish_y).abs() < res)[:, :, None].expand_as(trees)
+    cx = wx - scene.car_x[:, None]  # (N, S)
+    cy = wy - scene.car_y[:, None]
+    car = cx[:, None, :] ** 2 + cy[:, :, None] ** 2 < camera.car_radius**2  # (N, S, S)
+    image = torch.stack([trees, road & ~trees, finish | car], dim=-1)  # (N, S, S, 3) bool
+    return image.to(torch.uint8) * 255
+
+
+class PixelTask(BatchedTask):
+    """A task's dynamics with the camera as its observation; ``state_observation`` is the state the expert reads."""
+
+    def __init__(self, base: BatchedTask, scene: Callable[[Any], Scene], camera: Camera | None = None):
+        super().__init__(base.params)
+        self.base, self.scene, self.camera = base, scene, camera or Camera()
+
+    def reset_state(self, seed, episode):
+        return self.base.reset_state(seed, episode)
+
+    def autoreset_state(self, done, stepped, out=None):
+        return self.base.autoreset_state(done, stepped, out)
+
+    def step_state(self, state, action):
+        state, _, reward, terminated, truncated, info = self.base.step_state(state, action)
+        return state, self.observe(state), reward, terminated, truncated, info
+
+    def observe(self, state) -> torch.Tensor:
+        return draw(self.camera, self.scene(state))
+
+    def state_observation(self, state) -> torch.Tensor:
+        return self.base.observe(state)
+
+    def fresh_info(self, state):
+        return self.base.fresh_info(state)
+
+    def observation_space(self) -> gym.spaces.Box:
+        return gym.spaces.Box(0, 255, (self.camera.size, self.camera.size, 3), np.uint8)
+
+    def action_space(self):
+        return self.base.action_space()
+
+    def metadata(self) -> dict[str, Any]:
+        # the path figure reads (x, y) from observation dims: pixels here, so the figure hints are left out
+        return {k: v for k, v in self.base.metadata().items() if k != "figure"}
+
+    def render_frame(self, path, state):
+        return self.base.render_frame(path, state)
+
+    def position(self, state):
+        return self.base.position(state)
+
+
+def tree_avoid_scene(params: TreeAvoidParams) -> Callable[[Any], Scene]:
+    def scene(state) -> Scene:
+        tree = torch.stack(
+            [state.tree_x, torch.full_like(state.x, params.tree_y), torch.full_like(state.x, params.tree_radius)], -1
+        )  # (N, 3)
+        return Scene(state.x, state.y, tree[:, None, :], params.road_half_width, params.finish_y)
+
+    return scene
+
+
+def slalom_scene(task: SlalomTask) -> Callable[[Any], Scene]:
+    p = task.params
+
+    def scene(state) -> Scene:
+        ys = task.tree_ys(state.x.device)[None, :].expand_as(state.tree_x)  # (N, k)
+        discs = torch.stack([state.tree_x, ys, torch.full_like(state.tree_x, p.tree_radius)], -1)  # (N, k, 3)
+        return Scene(state.x, state.y, discs, p.road_half_width, p.finish_y)
+
+    return scene
+
+
+def tree_avoid_pixels(params: TreeAvoidParams | None = None, **overrides: Any) -> PixelTask:
+    params = params or TreeAvoidParams(**overrides)
+    return PixelTask(TreeAvoidTask(params), tree_avoid_scene(params))
+
+
+def slalom_pixels(params: SlalomParams | None = None, **overrides: Any) -> PixelTask:
+    base = SlalomTask(params or SlalomParams(**overrides))
+    return PixelTask(base, slalom_scene(base))
+
+
+class TreeAvoidPixelsEnv(BatchedSingleEnv):
+    """TreeAvoid seen through the camera: observations (32, 32, 3) uint8."""
+
+    def __init__(self, render_mode: str | None = None, **overrides: Any):
+        super().__init__(tree_avoid_pixels(**overrides), render_mode)
+
+
+class TreeAvoidPixelsVectorEnv(BatchedVectorEnv):
+    def __init__(self, num_envs: int = 1, device: str | torch.device = "cpu", render_mode=None, **overrides: Any):
+        super().__init__(tree_avoid_pixels(**overrides), num_envs, device, render_mode)
+
+
+class SlalomPixelsEnv(BatchedSingleEnv):
+    """Slalom seen through the camera: observations (32, 32, 3) uint8."""
+
+    def __init__(self, render_mode: str | None = None, **overrides: Any):
+        super().__init__(slalom_pixels(**overrides), render_mode)
+
+
+class SlalomPixelsVectorEnv(BatchedVectorEnv):
+    def __init__(self, num_envs: int = 1, device: str | torch.device = "cpu", render_mode=None, **overrides: Any):
+        super().__init__(slalom_pixels(**overrides), num_envs, device, render_mode)
