@@ -4,8 +4,9 @@ An image is a ``Box`` of uint8 with 3 dimensions, (H, W, C) or (C, H, W) with C 
 ``Dict`` beside state entries. The flat observation keeps gymnasium's flatten order, so an image occupies
 H * W * C consecutive numbers (its pixels, 0-255). Every policy class reads observations through
 ``Policy.normalize_obs``; with images there this becomes: state entries normalised by their statistics, each image
-scaled by a constant (x / 255 - 0.5, no per-pixel statistics), shifted at random by up to ``shift`` pixels while
-training (DrQ's augmentation: replicate-pad, then crop), and encoded by a small conv net. The class's own networks
+scaled by a constant (x / 255 - 0.5, no per-pixel statistics), shifted at random while training by up to 4
+pixels per 84 (DrQ's augmentation: replicate-pad, then crop; 2 pixels on a 32-pixel image), and encoded by a small
+conv net. The class's own networks
 see the concatenated features, so every class learns from pixels without a line of its own.
 """
 
@@ -77,9 +78,11 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | No
 
 class ConvEncoder(nn.Module):
     """(B, C, H, W) -> (B, F): three stride-2 3x3 convolutions with GroupNorm (as LeRobot's and Diffusion
-    Policy's vision encoders use instead of BatchNorm, which mixes the samples of a batch), then a linear layer."""
+    Policy's vision encoders use instead of BatchNorm, which mixes the samples of a batch), then a linear layer.
+    Width 16 (then 32, 32 channels): at 1,024 images of 32 x 32 x 3 on one CPU thread it encodes 25,000 images/s
+    against 5,800 at width 32 (the twins' evaluation needs at least 20,000 env steps/s)."""
 
-    def __init__(self, chw: tuple[int, int, int], features: int, width: int = 32):
+    def __init__(self, chw: tuple[int, int, int], features: int, width: int = 16):
         super().__init__()
         c, h, w = chw
         layers: list[nn.Module] = []
@@ -97,9 +100,11 @@ class ConvEncoder(nn.Module):
 class ObservationFeatures(nn.Module):
     """Flat raw observations (N, O) -> features (N, F): normalised state entries, then each image's encoding."""
 
-    def __init__(self, obs_dim: int, slots: list[ImageSlot], features: int = 64, shift: int = 4):
+    def __init__(self, obs_dim: int, slots: list[ImageSlot], features: int = 64):
         super().__init__()
-        self.slots, self.shift = list(slots), shift
+        self.slots = list(slots)
+        # DrQ shifts 84-pixel images by up to 4 pixels: the same share of each image here
+        self.shifts = [max(1, round(4 * min(s.chw[1:]) / 84)) for s in self.slots]
         is_pixel = torch.zeros(obs_dim, dtype=torch.bool)
         for s in self.slots:
             is_pixel[s.offset : s.offset + s.size] = True
@@ -110,13 +115,13 @@ class ObservationFeatures(nn.Module):
     def forward(self, flat: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         idx = self.state_index
         parts = [(flat[:, idx] - mean[idx]) / std[idx]]  # (N, S)
-        for slot, encoder in zip(self.slots, self.encoders):
+        for slot, encoder, shift in zip(self.slots, self.encoders, self.shifts):
             img = flat[:, slot.offset : slot.offset + slot.size].reshape(-1, *slot.shape)
             if slot.channels_last:
                 img = img.permute(0, 3, 1, 2)  # (N, C, H, W)
             img = img / 255.0 - 0.5
-            if self.training and self.shift:
-                img = random_shift(img, self.shift)
+            if self.training:
+                img = random_shift(img, shift)
             parts.append(encoder(img))  # (N, F)
         return torch.cat(parts, dim=1)
 

@@ -120,6 +120,8 @@ class Benchmark:
     expert_options: dict = field(default_factory=dict)
     episodes: int = 10_000  # evaluation episodes per run and acting mode
     train_options: dict = field(default_factory=dict)  # TrainConfig overrides (periodic evaluation size)
+    paths: bool = True  # the figure of rollout paths (a pixel task's observations hold no positions to draw)
+    in_all: bool = True  # part of --task all (the pixel tasks are timed on their own)
 
 
 # The MuJoCo mazes step through gymnasium's vector env, about 30 times slower than the torch twins on 2 cores:
@@ -133,13 +135,26 @@ TASKS = {
     "multigoal": Benchmark("multigoal"),
     "maze2": Benchmark("maze2", episodes=1000, train_options=MAZE_TRAINING),
     "maze3": Benchmark("maze3", episodes=1000, train_options=MAZE_TRAINING),
+    # the driving tasks through a 32 x 32 camera (envs/pixels.py)
+    "tree_avoid_pixels": Benchmark("tree_avoid_pixels", paths=False, in_all=False),
+    "slalom_pixels": Benchmark("slalom_pixels", "coupled", {"coupling": "same"}, paths=False, in_all=False),
 }
 
 
 @dataclass
 class Args:
-    task: Literal["tree_avoid", "slalom", "slalom_coupled", "multigoal", "maze2", "maze3", "all"] = "tree_avoid"
-    """benchmark task (its default demonstrations), or all of them"""
+    task: Literal[
+        "tree_avoid",
+        "slalom",
+        "slalom_coupled",
+        "multigoal",
+        "maze2",
+        "maze3",
+        "tree_avoid_pixels",
+        "slalom_pixels",
+        "all",
+    ] = "tree_avoid"
+    """benchmark task (its default demonstrations), or all of them but the pixel ones (slalom_pixels: coupled sides)"""
     policies: list[str] = field(default_factory=lambda: list(DEFAULT_ROWS))
     """rows to compare: a row of a class (README, "The policy classes": e.g. lvm, lvm-episode, diffusion-dp, act-ensemble),
     the ablation lvm-episode-beta1 (--lvm.beta 1), or any of them with options changed: ROW:option=value[,...]"""
@@ -201,6 +216,7 @@ class Comparison:
     out: Path
     episodes: int
     specs: list[benchmark.RunSpec]
+    paths: bool = True  # draw rollouts.png
 
 
 def plan(args: Args, label: str, demos_ref: str, runs: Path, out: Path, bench: Benchmark) -> Comparison:
@@ -219,7 +235,7 @@ def plan(args: Args, label: str, demos_ref: str, runs: Path, out: Path, bench: B
             cfg = replace(base, policy=cls, seed=seed, out=(runs / f"{run_name(name)}-seed{seed}").resolve())
             cfg = replace(cfg, **{cls: replace(getattr(cfg, cls), **options)})
             cfg.validate()
-            panel = 300 if seed == args.seeds[0] else 0
+            panel = 300 if seed == args.seeds[0] and bench.paths else 0
             specs.append(
                 benchmark.RunSpec(
                     row=name,
@@ -230,7 +246,7 @@ def plan(args: Args, label: str, demos_ref: str, runs: Path, out: Path, bench: B
                     low_noise_panel=panel > 0 and cls == "gaussian",  # the mean action's averaging, drawn
                 )
             )
-    return Comparison(label, demos_ref, runs, out, episodes, specs)
+    return Comparison(label, demos_ref, runs, out, episodes, specs, bench.paths)
 
 
 def main(args: Args) -> None:
@@ -254,7 +270,7 @@ def main(args: Args) -> None:
         comparisons = [plan(args, args.out.name or "demos", demos, args.runs, args.out, Benchmark(""))]
     else:
         comparisons = []
-        for task in TASKS if args.task == "all" else [args.task]:
+        for task in [t for t in TASKS if TASKS[t].in_all] if args.task == "all" else [args.task]:
             bench = TASKS[task]
             demos = default_demos(bench.collect_task, bench.variant)
             if not demos.exists():
@@ -418,7 +434,8 @@ def write_tables(args: Args, c: Comparison, outcomes: list[Outcome]) -> None:
     recorded = json.loads((finished[0][0].run / "config.json").read_text())["environment"]
     env = EnvSpec.from_json(recorded["spec"]) if recorded["spec"] else recorded["id"]
     names, figure = env_figure(env)
-    panels = [demo_panel(load_demonstrations(c.demos))] + [p for _, o in finished for p in o.result["panels"]]
+    panels = [demo_panel(load_demonstrations(c.demos))] if c.paths else []
+    panels += [p for _, o in finished for p in o.result["panels"]]
     device = resolve_device(args.device)
     out, episodes, demos_ref = c.out, c.episodes, c.demos
     reference = json.loads((finished[0][0].run / "demo_stats.json").read_text())
