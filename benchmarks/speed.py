@@ -54,9 +54,9 @@ from lvm_policy.train import TrainConfig, gradient_step, make_optimizer  # noqa:
 
 @dataclass
 class Args:
-    tables: list[Literal["rollout", "classes", "chunks", "variants", "latency", "generic", "training", "maze"]] = field(
-        default_factory=lambda: ["rollout", "classes", "chunks", "latency", "generic", "training"]
-    )
+    tables: list[
+        Literal["rollout", "classes", "chunks", "variants", "latency", "generic", "training", "maze", "pixels"]
+    ] = field(default_factory=lambda: ["rollout", "classes", "chunks", "latency", "generic", "training"])
     """which tables to print (variants: CUDA only; maze: needs the maze extra, not in the default list)"""
     device: Literal["cpu", "cuda"] = "cpu"
     """device of the batched rollouts and training"""
@@ -185,6 +185,45 @@ def _evaluation_rate(policy, n: int, steps: int, repeats: int, device: torch.dev
             step()
 
     return n * steps / _median_time(run, repeats, device)
+
+
+@torch.no_grad()
+def pixels_table(args: Args) -> None:
+    """TreeAvoidPixels-v0's twin drawing its 32 x 32 camera, alone and with every class acting on the pixels
+    through the default conv encoder (random weights), at --class-envs environments."""
+    from envs.pixels import TreeAvoidPixelsVectorEnv
+    from lvm_policy.vision import image_slots
+
+    device, n = torch.device(args.device), args.class_envs
+    steps = max(8, _steps_for(n) // 8)
+    env = TreeAvoidPixelsVectorEnv(num_envs=n, device=device)
+    obs0, info0 = env.reset(seed=0)
+    slots = image_slots(env.single_observation_space)
+    zeros = torch.zeros(n, 2, device=device)
+
+    def env_only():
+        for _ in range(steps):
+            env.step(zeros)
+
+    print(
+        f"\n### Pixel evaluation step, TreeAvoidPixels-v0 (32 x 32 RGB), {n:,} envs, {device}, torch {torch.__version__}"
+    )
+    print("| what steps | env steps/s | µs per batched step |")
+    print("|---|---|---|")
+    rate = n * steps / _median_time(env_only, args.repeats, device)
+    print(f"| the twin alone (drawing the camera) | {rate:,.0f} | {n / rate * 1e6:,.0f} |")
+    for name in list_policies():
+        policy = make_policy(name, 32 * 32 * 3, 2, image_slots=slots).to(device).eval()
+        obs0, info0 = env.reset(seed=0)
+        step, _ = make_rollout_step(policy, env, obs0, info0, deterministic=False, record=0)
+        step()  # allocate
+
+        def run():
+            for _ in range(steps):
+                step()
+
+        rate = n * steps / _median_time(run, args.repeats, device)
+        print(f"| {name} | {rate:,.0f} | {n / rate * 1e6:,.0f} |")
 
 
 @torch.no_grad()
@@ -489,6 +528,7 @@ if __name__ == "__main__":
         "generic": generic_table,
         "training": training_table,
         "maze": maze_table,
+        "pixels": pixels_table,
     }
     for table in a.tables:
         tables[table](a)

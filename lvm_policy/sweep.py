@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -193,6 +195,10 @@ def run_jobs(
     return outcomes
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _loopback_only() -> None:
     """Keep an embedded Ray on 127.0.0.1: its processes read the variable when they start (they inherit it), the
     Python side when ``ray`` is imported; if that happened earlier, the value read then is corrected too."""
@@ -206,6 +212,10 @@ def _run_ray(jobs, log, address, cpus, gpus, retries, finish, num_cpus) -> None:
     import ray
 
     started_here = not ray.is_initialized()
+    if started_here and threading.current_thread() is threading.main_thread():
+        # A terminated driver must still stop the instance it started: without this, SIGTERM ends the process
+        # before the finally below, and the embedded Ray (and the runs on it) keep going, orphaned.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if started_here:
         root = str(Path(__file__).resolve().parent.parent)  # workers import the package from this checkout too
         path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
