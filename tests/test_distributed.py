@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +23,7 @@ def _train(out: Path, demos: Path, ranks: int, batch: int = 256) -> subprocess.C
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow  # three trainings in subprocesses, about 25 s
 def test_two_ranks_end_with_the_single_process_weights(tmp_path, small_demos):
     from safetensors.torch import load_file
 
