@@ -173,9 +173,10 @@ def rollout_table(args: Args) -> None:
         )
 
 
-def _evaluation_rate(policy, n: int, steps: int, repeats: int, device: torch.device) -> float:
-    """Env steps per second of the evaluator's rollout step on TreeAvoid's batched twin with n environments."""
-    env = TreeAvoidVectorEnv(num_envs=n, device=device)
+def _evaluation_rate(policy, n: int, steps: int, repeats: int, device: torch.device, env=None) -> float:
+    """Env steps per second of the evaluator's rollout step on a batched twin (TreeAvoid's unless ``env``) with n
+    environments."""
+    env = env if env is not None else TreeAvoidVectorEnv(num_envs=n, device=device)
     obs0, info0 = env.reset(seed=0)
     step, _ = make_rollout_step(policy, env, obs0, info0, deterministic=False, record=0)
     step()  # allocate
@@ -197,7 +198,6 @@ def pixels_table(args: Args) -> None:
     device, n = torch.device(args.device), args.class_envs
     steps = max(8, _steps_for(n) // 8)
     env = TreeAvoidPixelsVectorEnv(num_envs=n, device=device)
-    obs0, info0 = env.reset(seed=0)
     slots = image_slots(env.single_observation_space)
     zeros = torch.zeros(n, 2, device=device)
 
@@ -214,15 +214,7 @@ def pixels_table(args: Args) -> None:
     print(f"| the twin alone (drawing the camera) | {rate:,.0f} | {n / rate * 1e6:,.0f} |")
     for name in list_policies():
         policy = make_policy(name, 32 * 32 * 3, 2, image_slots=slots).to(device).eval()
-        obs0, info0 = env.reset(seed=0)
-        step, _ = make_rollout_step(policy, env, obs0, info0, deterministic=False, record=0)
-        step()  # allocate
-
-        def run():
-            for _ in range(steps):
-                step()
-
-        rate = n * steps / _median_time(run, args.repeats, device)
+        rate = _evaluation_rate(policy, n, steps, args.repeats, device, env)
         print(f"| {name} | {rate:,.0f} | {n / rate * 1e6:,.0f} |")
 
 

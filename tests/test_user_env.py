@@ -24,7 +24,8 @@ DATASET_ID = "userfork/scripted-v0"
 
 
 def record(root, dataset_id, env_id="UserFork-v0", episodes=300, seed=0, edit=None):
-    """Play the scripted controller (a goal drawn per episode, 60/40) and write a Minari dataset."""
+    """Play the scripted controller (a goal drawn per episode, 60/40; it reads the env's position, so camera
+    versions of the env play the same way) and write a Minari dataset."""
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
@@ -38,7 +39,7 @@ def record(root, dataset_id, env_id="UserFork-v0", episodes=300, seed=0, edit=No
         infos = {k: [v] for k, v in info.items()}
         done = False
         while not done:
-            action = scripted_action(obs, goal, rng)
+            action = scripted_action({"position": env.unwrapped.pos}, goal, rng)
             obs, r, term, trunc, info = env.step(action)
             observations.append(obs)
             actions.append(action)
@@ -52,7 +53,11 @@ def record(root, dataset_id, env_id="UserFork-v0", episodes=300, seed=0, edit=No
             EpisodeBuffer(
                 id=e,
                 seed=seed + e,
-                observations={k: np.stack([o[k] for o in observations]) for k in observations[0]},
+                observations=(
+                    {k: np.stack([o[k] for o in observations]) for k in observations[0]}
+                    if isinstance(obs, dict)
+                    else np.stack(observations)
+                ),
                 actions=np.stack(actions),
                 rewards=rewards,
                 terminations=terms,

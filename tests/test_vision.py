@@ -4,9 +4,6 @@ saved and loaded."""
 
 from __future__ import annotations
 
-import os
-import warnings
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -15,71 +12,15 @@ import torch
 from lvm_policy.policies import list_policies, load_policy, make_policy
 from lvm_policy.vision import ImageSlot, image_slots, random_shift
 from tests import user_env  # noqa: F401  (registers the camera envs)
-
-
-def record(root, env_id: str, episodes: int = 40, seed: int = 0):
-    """The scripted controller of the fork (toward a goal drawn per episode), seen through the camera."""
-    import minari
-    from minari.data_collector.episode_buffer import EpisodeBuffer
-
-    env = gym.make(env_id)
-    rng = np.random.default_rng(seed)
-    buffers = []
-    for e in range(episodes):
-        goal = int(rng.random() < 0.4)
-        obs, info = env.reset(seed=seed + e)
-        observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-        infos = {k: [v] for k, v in info.items()}
-        done = False
-        while not done:
-            action = user_env.scripted_action({"position": env.unwrapped.pos}, goal, rng)
-            obs, r, term, trunc, info = env.step(action)
-            observations.append(obs)
-            actions.append(action)
-            rewards.append(r)
-            terms.append(term)
-            truncs.append(trunc)
-            for k, v in info.items():
-                infos[k].append(v)
-            done = term or trunc
-        stacked = (
-            {k: np.stack([o[k] for o in observations]) for k in observations[0]}
-            if isinstance(obs, dict)
-            else np.stack(observations)
-        )
-        buffers.append(
-            EpisodeBuffer(
-                id=e,
-                seed=seed + e,
-                observations=stacked,
-                actions=np.stack(actions),
-                rewards=rewards,
-                terminations=terms,
-                truncations=truncs,
-                infos={k: np.asarray(v) for k, v in infos.items()},
-            )
-        )
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    dataset_id = f"camera/{env_id.lower()}-v0"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        minari.create_dataset_from_buffers(
-            dataset_id=dataset_id, buffer=buffers, env=gym.spec(env_id), algorithm_name="scripted"
-        )
-    return root / dataset_id
+from tests.test_user_env import record
 
 
 @pytest.fixture(scope="module")
 def camera_datasets(tmp_path_factory):
+    """The fork's scripted controller (tests/test_user_env.py's recorder) seen through each camera env."""
     root = tmp_path_factory.mktemp("minari")
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    try:
-        yield {env_id: record(root, env_id) for env_id in ("UserCameraFork-v0", "UserCameraDictFork-v0")}
-    finally:
-        if old is None:
-            os.environ.pop("MINARI_DATASETS_PATH", None)
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = old
+    envs = ("UserCameraFork-v0", "UserCameraDictFork-v0")
+    return {e: record(root, f"camera/{e.lower()}", e, episodes=40) for e in envs}
 
 
 def test_image_slots_find_each_layout():
