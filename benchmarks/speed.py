@@ -198,6 +198,7 @@ def pixels_table(args: Args) -> None:
     device, n = torch.device(args.device), args.class_envs
     steps = max(8, _steps_for(n) // 8)
     env = TreeAvoidPixelsVectorEnv(num_envs=n, device=device)
+    env.reset(seed=0)
     slots = image_slots(env.single_observation_space)
     zeros = torch.zeros(n, 2, device=device)
 
