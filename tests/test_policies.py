@@ -145,7 +145,11 @@ def _toy(n=4096):
     return obs, act.clamp(-1, 1)
 
 
-@pytest.mark.parametrize("name", ALL)
+# diffusion needs 3,000 steps of a wider net on the toy (about 55 s): a slow check, like the other long trainings
+TOY_CLASSES = [pytest.param(n, marks=pytest.mark.slow) if n == "diffusion" else n for n in ALL]
+
+
+@pytest.mark.parametrize("name", TOY_CLASSES)
 def test_toy_bimodal_modes(name):
     torch.manual_seed(0)
     obs, act = _toy()
