@@ -274,3 +274,26 @@ def test_lvm_scopes_act_with_chunks_and_hold_the_episode_latent(scope):
             p.reset(torch.tensor([True, False, False, False, False, False]))
             p.act(torch.randn(6, 3))
             assert not torch.equal(p._held_z[0], held[0]) and torch.equal(p._held_z[1:], held[1:])
+
+
+def test_episode_latents_can_be_drawn_from_a_bank_of_posteriors():
+    """The prior-hole probe: z_e comes from the given posteriors, the chunk latent still from its prior; None
+    restores the learned prior; a scope without an episode latent refuses."""
+    from lvm_policy.policies import make_policy
+    from lvm_policy.policies.latent import LatentConfig
+
+    torch.manual_seed(0)
+    policy = make_policy("lvm", 3, 2, LatentConfig(latent_scope="hierarchical")).eval()
+    dz = policy.config.latent_dim
+    bank = (torch.full((4, dz), 5.0), torch.full((4, dz), -20.0))  # four codes at 5, std 4.5e-5
+    obs_n = torch.randn(16, policy.in_dim)
+    policy.draw_episode_latents_from(bank)
+    z_e = policy._prior_sample(obs_n, 3, policy.episode_prior)
+    assert z_e.shape == (16, 3, dz) and torch.allclose(z_e, torch.full_like(z_e, 5.0), atol=1e-3)
+    cond = torch.cat([obs_n, z_e[:, 0]], -1)
+    assert not torch.allclose(policy._prior_sample(cond, 1), torch.full((16, 1, dz), 5.0), atol=0.5)
+    policy.draw_episode_latents_from(None)
+    assert not torch.allclose(policy._prior_sample(obs_n, 3, policy.episode_prior), z_e, atol=0.5)
+    step_scope = make_policy("lvm", 3, 2, LatentConfig(latent_scope="step", action_horizon=1, action_steps=1))
+    with pytest.raises(ValueError, match="episode latent"):
+        step_scope.draw_episode_latents_from(bank)

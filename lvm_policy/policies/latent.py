@@ -196,6 +196,25 @@ class LatentPolicy(Policy):
         self.beta_now = c.final_beta if c.beta_warmup_steps == 0 else 0.0
         self._held_z: torch.Tensor | None = None  # (N, dz) latent held for the current episode
         self._held_valid: torch.Tensor | None = None  # (N,) bool: does _held_z belong to this episode?
+        # Episode posteriors (mean, log-variance (E, dz)) to draw z_e from instead of p(z_e | s_0): a probe for
+        # holes in the learned episode prior (scripts/diagnose_episode_prior.py). Not saved with the policy.
+        self._episode_bank: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def episode_posteriors(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor):
+        """q(z_e | tau) of whole episodes: windows (E, T, To, O), chunks (E, T, H, A), mask (E, T, H) (as
+        ``Windows.gather_episodes`` gives them) -> mean, log-variance (E, dz)."""
+        obs_n = self.normalize_obs(obs.flatten(2))
+        step, dm = self._segment_masks(mask)
+        level = "episode_encoder" if self.config.latent_scope == "hierarchical" else "encoder"
+        return self.segment_posterior(obs_n, self.normalize_act(act.flatten(2)), step, level, dm)
+
+    def draw_episode_latents_from(self, bank: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """Act with z_e ~ q(z_e | tau_j) of a random episode j of ``bank`` (the aggregate posterior, ignoring the
+        start state) instead of the learned prior; None restores the prior."""
+        if bank is not None and self.config.latent_scope not in ("episode", "hierarchical"):
+            raise ValueError("only the episode and hierarchical scopes have an episode latent")
+        self._episode_bank = bank
 
     # ------------------------------------------------------------------------------- distributions
     def _clamp(self, log_var):
@@ -526,6 +545,11 @@ class LatentPolicy(Policy):
 
     # ------------------------------------------------------------------------------------- acting
     def _prior_sample(self, obs_n, n, net: torch.nn.Module | None | str = "chunk"):
+        hierarchical = self.config.latent_scope == "hierarchical"
+        if self._episode_bank is not None and (net is self.episode_prior if hierarchical else net == "chunk"):
+            mu_bank, lv_bank = self._episode_bank  # (E, dz) each
+            j = torch.randint(mu_bank.shape[0], (obs_n.shape[0], n), device=obs_n.device)  # (B, n)
+            return mu_bank[j] + torch.exp(0.5 * lv_bank[j]) * torch.randn_like(mu_bank[j])
         log_w, mean, log_var = self.prior_params(obs_n, net)
         B, K, dz = mean.shape
         k = categorical_sample(log_w, n) if K > 1 else log_w.new_zeros(B, n, dtype=torch.long)
