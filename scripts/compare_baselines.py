@@ -343,8 +343,10 @@ def write_summary(out: Path) -> None:
                 if p not in best or seeds > best[p][0]:  # ties: the shallower folder, read first
                     best[p] = (seeds, mine)
         records[t] = [r for _, mine in best.values() for r in mine]
-    # first-seen order; ablation rows (lvm-episode-beta1, ROW:option=value) stay in their own results.md
-    policies = [p for p in dict.fromkeys(r["policy"] for t in tasks for r in records[t]) if p in DEFAULT_ROWS]
+    # the registry's order (the package's own lvm first); ablation rows (lvm-episode-beta1, ROW:option=value) stay
+    # in their own results.md
+    seen = {r["policy"] for t in tasks for r in records[t]}
+    policies = [p for p in DEFAULT_ROWS if p in seen]
     head = " | ".join(f"{t}: success / mode TV / NLL / train s" for t in tasks)
     lines = [
         "Sampled actions; mean over the seeds of each column's results.json files (10,000 evaluation episodes per "
