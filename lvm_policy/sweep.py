@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lvm_policy.errors import ConfigError
+
 RAY_HINT = "runs go one after another; for parallel runs and clusters: pip install -c constraints.txt -e '.[ray]'"
 
 
@@ -154,6 +156,8 @@ def run_jobs(
         try:
             import ray  # noqa: F401
         except ImportError:
+            if address is not None:
+                raise ConfigError(f"joining a Ray cluster needs Ray: {RAY_HINT.split('; ')[1]}") from None
             print(f"note: Ray is not installed: {RAY_HINT}", file=sys.stderr)
             use_ray = False
     backend = "ray" if use_ray else "serial"
