@@ -31,7 +31,8 @@ from typing import Any
 
 from lvm_policy.errors import ConfigError
 
-RAY_HINT = "runs go one after another; for parallel runs and clusters: pip install -c constraints.txt -e '.[ray]'"
+RAY_INSTALL = "pip install -c constraints.txt -e '.[ray]'"
+RAY_HINT = f"runs go one after another; for parallel runs and clusters: {RAY_INSTALL}"
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def run_jobs(
             import ray  # noqa: F401
         except ImportError:
             if address is not None:
-                raise ConfigError(f"joining a Ray cluster needs Ray: {RAY_HINT.split('; ')[1]}") from None
+                raise ConfigError("--address joins a Ray cluster, but Ray is not installed: " + RAY_INSTALL) from None
             print(f"note: Ray is not installed: {RAY_HINT}", file=sys.stderr)
             use_ray = False
     backend = "ray" if use_ray else "serial"
