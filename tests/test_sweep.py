@@ -72,6 +72,7 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+@pytest.mark.slow  # starts Ray (about 17 s): the default run stays under 5 minutes
 def test_ray_sweep_retries_a_dead_worker_reports_a_failure_and_listens_on_loopback_only(tmp_path, monkeypatch):
     """Embedded Ray: a job whose worker is killed is retried, a job that raises is reported, and (``ss -ltnp``
     while it runs) every socket this process tree listens on is a loopback one."""

@@ -57,7 +57,11 @@ def test_camera_dataset_stays_uint8(camera_datasets):
     assert float(mixed.obs[:, :576].max()) == 255.0
 
 
-@pytest.mark.parametrize("name", list_policies())
+# two classes in the default run (one per-step density, the two-level lvm), every class with the slow checks
+PIXEL_CLASSES = [n if n in ("gmm", "lvm") else pytest.param(n, marks=pytest.mark.slow) for n in list_policies()]
+
+
+@pytest.mark.parametrize("name", PIXEL_CLASSES)
 def test_every_class_trains_on_pixels_and_plays_through_the_vector_env(name, camera_datasets, tmp_path):
     from lvm_policy.train import TrainConfig, train
 
