@@ -103,10 +103,11 @@ def train_or_reuse(spec: RunSpec) -> str:
     from lvm_policy.train import config_from_json, train
 
     run = spec.run
-    if (run / "metrics.json").is_file() and same_run(run, spec.config):
+    same = same_run(run, spec.config)
+    if same and (run / "metrics.json").is_file():
         return "reused"
     cfg = config_from_json(spec.config)
-    if same_run(run, spec.config) and (run / "latest" / "train_state.json").is_file():
+    if same and (run / "latest" / "train_state.json").is_file():
         train(replace(cfg, resume=run))  # the stored config, continued from its latest checkpoint
         return "resumed"
     if run.exists():
