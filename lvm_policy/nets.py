@@ -71,3 +71,26 @@ def categorical_sample(logits: torch.Tensor, n: int) -> torch.Tensor:
     u = torch.rand(logits.shape[0], n, logits.shape[1], device=logits.device, dtype=logits.dtype)
     gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))
     return torch.argmax(logits[:, None, :] + gumbel, dim=-1)
+
+
+def kmeans(x: torch.Tensor, k: int, seed: int, iterations: int = 50, max_points: int = 100_000) -> torch.Tensor:
+    """(k, D) centres of ``x`` (N, D): k-means++ initialisation then Lloyd iterations, reproducible for a seed."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    x = x.detach().float().cpu()
+    if x.shape[0] > max_points:  # a seeded subsample keeps the cost bounded on large datasets
+        x = x[torch.randperm(x.shape[0], generator=g)[:max_points]]
+    k = min(k, x.shape[0])
+    centres = x[torch.randint(x.shape[0], (1,), generator=g)]
+    for _ in range(1, k):
+        d2 = torch.cdist(x, centres).pow(2).min(dim=1).values  # (N,)
+        probs = d2 / d2.sum() if float(d2.sum()) > 0 else torch.full_like(d2, 1.0 / len(d2))
+        centres = torch.cat([centres, x[torch.multinomial(probs, 1, generator=g)]])
+    for _ in range(iterations):
+        assign = torch.cdist(x, centres).argmin(dim=1)  # (N,)
+        sums = torch.zeros_like(centres).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).float()[:, None]
+        new = torch.where(counts > 0, sums / counts.clamp_min(1), centres)  # an empty cluster keeps its centre
+        if torch.allclose(new, centres):
+            break
+        centres = new
+    return centres

@@ -9,7 +9,8 @@ A run folder holds::
                        (id, spec, observation and action spaces)
     demo_stats.json    what evaluation compares with: the demonstrations' mode shares (by context), outcomes, split
     latest/            weights + config + optimizer and random state (resume continues from here)
-    best/              the checkpoint with the best periodic evaluation score
+    best/              the checkpoint with the best periodic evaluation score (the moving average of the weights,
+                       after ``Policy.refit``: the lvm's episode prior refit to the training posteriors)
     log.jsonl          one JSON object per logged step or evaluation
     tb/                TensorBoard event files
     metrics.json       the final evaluation of best/
@@ -41,6 +42,7 @@ from lvm_policy.vision import image_slots
 
 # Every registered class (a new class is one new file in lvm_policy/policies): its name and its options.
 PolicyName = Literal[tuple(CONFIG_CLASSES)]  # type: ignore[valid-type]
+REFIT_EPISODE_BATCH = 64  # whole episodes per batch handed to Policy.refit (bounds the memory of pixel episodes)
 
 
 @dataclass
@@ -434,6 +436,11 @@ def _train(cfg: TrainConfig, run: Path, resuming: bool, ranks: distributed.Ranks
         )
 
     N, E = train_set.obs.shape[0], train_set.num_episodes
+
+    def training_episodes():  # the training episodes in batches, for Policy.refit
+        for idx in torch.arange(E, device=device).split(REFIT_EPISODE_BATCH):
+            yield windows.gather_episodes(train_set.obs, train_set.act, idx)
+
     segments = policy.segments_per_batch()  # whole episodes per minibatch, for a class that learns from them
     t0 = time.perf_counter()
     bar = tqdm(
@@ -468,6 +475,7 @@ def _train(cfg: TrainConfig, run: Path, resuming: bool, ranks: distributed.Ranks
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k in ("loss", "nll", "recon", "kl", "beta")})
                 log(dict(kind="train", step=done, grad_norm=float(grad_norm), lr=sched.get_last_lr()[0], **logs))
             if ranks.main and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+                fit = average.average.refit(training_episodes, seed=cfg.seed + done)  # part of training: timed
                 seconds = elapsed_before + time.perf_counter() - t0
                 metrics = {}
                 if choice.spec is not None:
@@ -482,6 +490,7 @@ def _train(cfg: TrainConfig, run: Path, resuming: bool, ranks: distributed.Ranks
                         step=done,
                         score=score,
                         train_seconds=seconds,
+                        **fit,
                         **{k: v for k, v in metrics.items() if not isinstance(v, list)},
                     )
                 )
@@ -501,6 +510,7 @@ def _train(cfg: TrainConfig, run: Path, resuming: bool, ranks: distributed.Ranks
     if not ranks.main:  # rank 0 evaluates and writes
         return {}
     if not (run / "best").exists():  # periodic evaluation disabled: the final weights are the best we know
+        average.average.refit(training_episodes, seed=cfg.seed + cfg.steps)
         with staged_dir(run / "best") as staged:
             average.average.save(staged)
 

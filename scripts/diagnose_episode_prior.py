@@ -4,10 +4,12 @@ encoder gives the demonstrations (a prior hole)?
     python scripts/diagnose_episode_prior.py runs/compare/slalom_coupled/lvm-seed1
     python scripts/diagnose_episode_prior.py RUN_DIR --episodes 10000 --json
 
-Evaluates the run's best/ policy twice on the same seeded episodes: acting as trained (z_e ~ p(z_e | s_0), held
-for the episode), and with z_e drawn from the posterior q(z_e | tau_j) of a random training demonstration j (the
-aggregate posterior; it ignores the start state). Also prints how narrow the posteriors are against the spread of
-their means. A large gain with posterior draws says the decoder is fine and the prior is what fails.
+Evaluates the run's best/ policy on the same seeded episodes three ways: acting as saved (z_e ~ p(z_e | s_0), held
+for the episode); with z_e drawn from the posterior q(z_e | tau_j) of a random training demonstration j (the
+aggregate posterior; it ignores the start state); and with the prior refit to the training posteriors
+(``LatentPolicy.refit_episode_prior``, what training does before each evaluation since it was added). Also prints
+how narrow the posteriors are against the spread of their means. A large gain with posterior draws says the decoder
+is fine and the prior is what fails.
 """
 
 from __future__ import annotations
@@ -61,10 +63,16 @@ def main(args: Args) -> None:
     mean, log_var = policy.episode_posteriors(*windows.gather_episodes(train_set.obs, train_set.act, episodes))
     env = config["environment"]["id"]
     results = {"posterior_std": float(torch.exp(0.5 * log_var).mean()), "spread_of_means": float(mean.std(0).mean())}
+    keys = ("success_rate", "mode_tv", "collision_rate", "switches_per_episode")
     for name, bank in (("prior", None), ("posterior", (mean, log_var))):
         policy.draw_episode_latents_from(bank)
         m = evaluate(policy, env, reference, None, args.episodes, device=device)
-        results[name] = {k: m.get(k) for k in ("success_rate", "mode_tv", "collision_rate", "switches_per_episode")}
+        results[name] = {k: m.get(k) for k in keys}
+    policy.draw_episode_latents_from(None)
+    batches = (windows.gather_episodes(train_set.obs, train_set.act, e) for e in episodes.split(64))
+    fit = policy.refit_episode_prior(batches, seed=config["seed"])
+    m = evaluate(policy, env, reference, None, args.episodes, device=device)
+    results["refit"] = dict({k: m.get(k) for k in keys}, **fit)
     if args.json:
         print(json.dumps(results))
         return
@@ -74,7 +82,12 @@ def main(args: Args) -> None:
     )
     print("| z_e drawn from | success | mode TV |")
     print("|---|---|---|")
-    for name, label in (("prior", "p(z_e \\| s_0), as trained"), ("posterior", "q(z_e \\| tau_j), training episodes")):
+    rows = (
+        ("prior", "p(z_e \\| s_0), as saved"),
+        ("posterior", "q(z_e \\| tau_j), training episodes"),
+        ("refit", "p(z_e \\| s_0) refit to the posteriors"),
+    )
+    for name, label in rows:
         r = results[name]
         print(f"| {label} | {r['success_rate']:.3f} | {r['mode_tv']:.3f} |")
 

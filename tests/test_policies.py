@@ -268,7 +268,7 @@ def test_ddim_with_every_step_matches_ddpm(prediction):
 
 
 def test_kmeans_is_reproducible_and_finds_the_clusters():
-    from lvm_policy.policies.bet import kmeans
+    from lvm_policy.nets import kmeans
 
     g = torch.Generator().manual_seed(0)
     centres = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, 2.0]])

@@ -297,3 +297,41 @@ def test_episode_latents_can_be_drawn_from_a_bank_of_posteriors():
     step_scope = make_policy("lvm", 3, 2, LatentConfig(latent_scope="step", action_horizon=1, action_steps=1))
     with pytest.raises(ValueError, match="episode latent"):
         step_scope.draw_episode_latents_from(bank)
+
+
+@pytest.mark.parametrize("scope", ["episode", "hierarchical"])
+def test_refit_episode_prior_covers_two_narrow_clusters_of_codes(scope, monkeypatch):
+    """The refit puts the prior's mass on the posteriors: two narrow, distant clusters of episode codes (3:1) that a
+    freshly initialised prior misses get prior draws near them in their proportions, and the draws' likelihood
+    under the prior rises; the refit is off with prior_refit=False."""
+    from lvm_policy.policies import make_policy
+    from lvm_policy.policies.latent import LatentConfig
+
+    torch.manual_seed(0)
+    options = dict(latent_scope=scope, action_horizon=1, action_steps=1)
+    policy = make_policy("lvm", 3, 2, LatentConfig(**options)).eval().requires_grad_(False)
+    E, dz = 400, policy.config.latent_dim
+    codes = torch.where(torch.arange(E)[:, None] < 300, torch.tensor([4.0, -3.0]), torch.tensor([-5.0, 2.0]))
+    monkeypatch.setattr(policy, "episode_posteriors", lambda o, a, m: (codes[: o.shape[0]], torch.full((E, dz), -8.0)))
+    episodes = [(torch.randn(E, 5, 1, 3), torch.randn(E, 5, 1, 2), torch.ones(E, 5, 1, dtype=torch.bool))]
+    net = policy.episode_prior if scope == "hierarchical" else policy.prior
+
+    def near_shares() -> torch.Tensor:  # shares of prior draws within 0.3 of each cluster
+        z = policy._prior_sample(torch.randn(2000, policy.in_dim), 1, net if scope == "hierarchical" else "chunk")
+        d = torch.cdist(z[:, 0], torch.tensor([[4.0, -3.0], [-5.0, 2.0]]))  # (2000, 2)
+        return (d < 0.3).float().mean(0)
+
+    assert near_shares().sum() < 0.2  # the untrained prior misses the codes
+    fit = policy.refit(lambda: iter(episodes), seed=0)
+    assert fit["prior_log_lik_refit"] > fit["prior_log_lik_before"] + 5 and fit["prior_refit_kept"] == 1.0
+    assert all(not p.requires_grad for p in policy.parameters())  # the evaluated copy stays frozen
+    shares = near_shares()
+    assert abs(float(shares[0]) - 0.75) < 0.06 and abs(float(shares[1]) - 0.25) < 0.06, shares
+    off = make_policy("lvm", 3, 2, LatentConfig(prior_refit=False, **options))
+    assert off.refit(lambda: iter(episodes)) == {}
+    assert (
+        make_policy("lvm", 3, 2, LatentConfig(latent_scope="step", action_horizon=1, action_steps=1)).refit(
+            lambda: iter(episodes)
+        )
+        == {}
+    )

@@ -8,7 +8,7 @@ training loop, the evaluator and stable-baselines3 never ask which class they ho
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -246,6 +246,13 @@ class Policy(nn.Module):
 
     def on_train_step(self, step: int) -> None:
         """Called by the training loop before each update (for schedules such as a KL warm-up)."""
+
+    def refit(self, episodes: Callable[[], Iterable[tuple]], seed: int = 0) -> dict[str, float]:
+        """The training loop's hook for fitting done outside the gradient steps, on the copy of the weights that is
+        evaluated and saved, before each evaluation (the lvm refits its episode prior). episodes() iterates over
+        the training episodes in batches as ``Windows.gather_episodes`` gives them. Returns numbers to log; the
+        default does nothing."""
+        return {}
 
     def reset(self, mask: torch.Tensor | None = None) -> None:
         """Forget per-episode state (history, action queue, a held latent) for the environments where mask (N,)

@@ -61,12 +61,20 @@ never used because it is exactly the point between two symmetric modes. ``log_pr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import torch
 
-from lvm_policy.nets import bounded_log_std, categorical_sample, diag_gaussian_kl, diag_gaussian_log_prob, mlp
+from lvm_policy.nets import (
+    bounded_log_std,
+    categorical_sample,
+    diag_gaussian_kl,
+    diag_gaussian_log_prob,
+    kmeans,
+    mlp,
+)
 from lvm_policy.policies.base import Policy, PolicyConfig, register_policy
 
 EPISODE_BETA = 0.2  # default KL weight of the episode scope (see LatentConfig.beta)
@@ -76,6 +84,7 @@ EPISODE_BETA = 0.2  # default KL weight of the episode scope (see LatentConfig.b
 # hesitate.
 HIERARCHICAL_BETA, HIERARCHICAL_EPISODE_BETA = 1.0, EPISODE_BETA
 CHUNK_IWAE_SAMPLES = 8  # hierarchical scope: inner draws of z_c per step in the held-out bound
+PRIOR_REFIT_STEPS = 300  # full-batch Adam steps of the episode prior's refit (refit_episode_prior)
 
 
 @dataclass
@@ -95,6 +104,9 @@ class LatentConfig(PolicyConfig):
     reset and held; hierarchical: an episode latent held for the episode and a chunk latent drawn at each prediction"""
     episode_beta: float = HIERARCHICAL_EPISODE_BETA
     """hierarchical scope: KL weight of the episode latent (beta weighs the chunk latent's)"""
+    prior_refit: bool = True
+    """episode and hierarchical scopes: refit the episode prior p(z_e | s_0) to the training episodes' posteriors before
+    each evaluation (``refit_episode_prior``); False keeps the jointly trained prior"""
     segment_steps: int | None = 16
     """hierarchical scope, training: the chunk level's terms of each episode are estimated on this many random steps
     (scaled to the episode's length: unbiased), the episode encoder reading every step; None: every step"""
@@ -215,6 +227,85 @@ class LatentPolicy(Policy):
         if bank is not None and self.config.latent_scope not in ("episode", "hierarchical"):
             raise ValueError("only the episode and hierarchical scopes have an episode latent")
         self._episode_bank = bank
+
+    def refit(self, episodes: Callable[[], Iterable[tuple]], seed: int = 0) -> dict[str, float]:
+        """Refit the episode prior to the episodes' posteriors (``refit_episode_prior``); nothing for the other
+        scopes."""
+        c = self.config
+        if not c.prior_refit or c.latent_scope not in ("episode", "hierarchical") or c.prior == "standard":
+            return {}
+        return self.refit_episode_prior(episodes(), seed=seed)
+
+    def refit_episode_prior(self, episodes: Iterable[tuple], steps: int = PRIOR_REFIT_STEPS, seed: int = 0):
+        """Ex-post density estimation (Ghosh et al. 2020) of the episode prior: fit p(z_e | s_0) by maximum likelihood
+        to draws from the posteriors q(z_e | tau) of ``episodes`` (batches of windows, chunks and mask as
+        ``Windows.gather_episodes`` gives them). The fit starts from k-means of the posterior means (weights: the
+        clusters' shares, means: their centres, variances: their spread plus the posterior variance) with the start
+        state's influence off, and the start state's is learned in ``steps`` full-batch Adam steps. Whichever of
+        that fit and the current prior gives a fixed set of draws the higher likelihood is kept.
+
+        Why: trained jointly with the encoder, the mixture can settle on one wide component spanning two narrow,
+        distant clusters of codes (components far from every cluster get no gradient: a local optimum of mixture
+        fitting), and draws between the clusters decode to neither mode (measured on coupled Slalom:
+        results/temporal/episode_prior.md). Returns the mean log p(z_e | s_0) of the draws before and after."""
+        c = self.config
+        net = self.episode_prior if c.latent_scope == "hierarchical" else self.prior
+        means, log_vars, starts = [], [], []
+        with torch.no_grad():
+            for obs, act, mask in episodes:  # (B, T, To, O), (B, T, H, A), (B, T, H)
+                mean, log_var = self.episode_posteriors(obs, act, mask)
+                means.append(mean)
+                log_vars.append(log_var)
+                starts.append(self.normalize_obs(obs[:, 0].flatten(1)))  # (B, W): the prior's input, s_0's window
+        mean, log_var, s0 = torch.cat(means), torch.cat(log_vars), torch.cat(starts)  # (E, dz), (E, dz), (E, W)
+        gen = torch.Generator(device=mean.device).manual_seed(seed)
+
+        def draws() -> torch.Tensor:  # (E, 1, dz): one z_e ~ q(z_e | tau) per episode
+            return (mean + torch.exp(0.5 * log_var) * torch.randn(mean.shape, generator=gen, device=mean.device))[
+                :, None
+            ]
+
+        held = draws()
+
+        def held_log_lik() -> float:
+            with torch.no_grad():
+                return float(self.prior_log_prob(held, self.prior_params(s0, net))[:, 0].mean())
+
+        before, old = held_log_lik(), {k: v.clone() for k, v in net.state_dict().items()}
+        # k-means start: the output layer's weights zero, its bias the mixture of the clusters
+        dz, last = c.latent_dim, net.layers[-1]
+        K = last.out_features // (1 + 2 * dz)
+        centres = kmeans(mean, K, seed).to(mean)  # (K' <= K, dz)
+        assign = torch.cdist(mean, centres).argmin(1)  # (E,)
+        counts = torch.bincount(assign, minlength=K).to(mean)  # (K,)
+        centres = torch.cat([centres, centres[:1].expand(K - centres.shape[0], dz)])  # unused slots get weight ~0
+        spread = torch.zeros_like(centres).index_add_(0, assign, (mean - centres[assign]).pow(2) + log_var.exp())
+        var = spread / counts.clamp_min(1)[:, None]  # (K, dz): within-cluster variance of the codes
+        log_share = torch.log((counts + 1e-3) / counts.sum())  # (K,)
+        bias = torch.cat([log_share, centres.flatten(), self._clamp(var.log()).flatten()])
+        params = list(net.parameters())
+        trainable = [p.requires_grad for p in params]
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.copy_(bias)
+        try:
+            for p in params:
+                p.requires_grad_(True)
+            opt = torch.optim.Adam(params, lr=1e-3)
+            with torch.enable_grad():
+                for _ in range(steps):
+                    loss = -self.prior_log_prob(draws(), self.prior_params(s0, net))[:, 0].mean()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+        finally:
+            for p, flag in zip(params, trainable):
+                p.requires_grad_(flag)
+        after = held_log_lik()
+        if after < before:  # the jointly trained prior fits better: keep it
+            net.load_state_dict(old)
+        kept = float(after >= before)
+        return {"prior_log_lik_before": before, "prior_log_lik_refit": after, "prior_refit_kept": kept}
 
     # ------------------------------------------------------------------------------- distributions
     def _clamp(self, log_var):
