@@ -271,7 +271,7 @@ class LatentPolicy(Policy):
             with torch.no_grad():
                 return float(self.prior_log_prob(held, self.prior_params(s0, net))[:, 0].mean())
 
-        before, old = held_log_lik(), {k: v.clone() for k, v in net.state_dict().items()}
+        before, current = held_log_lik(), {k: v.clone() for k, v in net.state_dict().items()}
         # k-means start: the output layer's weights zero, its bias the mixture of the clusters
         dz, last = c.latent_dim, net.layers[-1]
         K = last.out_features // (1 + 2 * dz)
@@ -283,14 +283,11 @@ class LatentPolicy(Policy):
         var = spread / counts.clamp_min(1)[:, None]  # (K, dz): within-cluster variance of the codes
         log_share = torch.log((counts + 1e-3) / counts.sum())  # (K,)
         bias = torch.cat([log_share, centres.flatten(), self._clamp(var.log()).flatten()])
-        params = list(net.parameters())
-        trainable = [p.requires_grad for p in params]
-        with torch.no_grad():
-            last.weight.zero_()
-            last.bias.copy_(bias)
-        try:
-            for p in params:
-                p.requires_grad_(True)
+
+        def fit() -> tuple[float, dict[str, torch.Tensor]]:  # the k-means start, then maximum likelihood
+            with torch.no_grad():
+                last.weight.zero_()
+                last.bias.copy_(bias)
             opt = torch.optim.Adam(params, lr=1e-3)
             with torch.enable_grad():
                 for _ in range(steps):
@@ -298,14 +295,20 @@ class LatentPolicy(Policy):
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+            return held_log_lik(), {k: v.clone() for k, v in net.state_dict().items()}
+
+        params = list(net.parameters())
+        trainable = [p.requires_grad for p in params]
+        try:
+            for p in params:
+                p.requires_grad_(True)
+            candidates = [(before, current), fit()]
         finally:
             for p, flag in zip(params, trainable):
                 p.requires_grad_(flag)
-        after = held_log_lik()
-        if after < before:  # the jointly trained prior fits better: keep it
-            net.load_state_dict(old)
-        kept = float(after >= before)
-        return {"prior_log_lik_before": before, "prior_log_lik_refit": after, "prior_refit_kept": kept}
+        kept = int(candidates[1][0] >= before)  # 0: the jointly trained prior fits the draws better and stays
+        net.load_state_dict(candidates[kept][1])
+        return {"prior_log_lik_before": before, "prior_log_lik_refit": candidates[1][0], "prior_refit_kept": kept}
 
     # ------------------------------------------------------------------------------- distributions
     def _clamp(self, log_var):
