@@ -303,7 +303,7 @@ def test_episode_latents_can_be_drawn_from_a_bank_of_posteriors():
 def test_refit_episode_prior_covers_two_narrow_clusters_of_codes(scope, monkeypatch):
     """The refit puts the prior's mass on the posteriors: two narrow, distant clusters of episode codes (3:1) that a
     freshly initialised prior misses get prior draws near them in their proportions, and the draws' likelihood
-    under the prior rises; the refit is off with prior_refit=False."""
+    under the prior rises; a prior without holes is kept; the refit is off with prior_refit=False."""
     from lvm_policy.policies import make_policy
     from lvm_policy.policies.latent import LatentConfig
 
@@ -325,8 +325,13 @@ def test_refit_episode_prior_covers_two_narrow_clusters_of_codes(scope, monkeypa
     fit = policy.refit(lambda: iter(episodes), seed=0)
     assert fit["prior_log_lik_refit"] > fit["prior_log_lik_before"] + 5 and fit["prior_refit_kept"] == 1.0
     assert all(not p.requires_grad for p in policy.parameters())  # the evaluated copy stays frozen
+    assert fit["prior_holes_before"] > 0.9 and fit["prior_holes_refit"] < 0.2
     shares = near_shares()
     assert abs(float(shares[0]) - 0.75) < 0.06 and abs(float(shares[1]) - 0.25) < 0.06, shares
+    refit_state = {k: v.clone() for k, v in net.state_dict().items()}
+    again = policy.refit(lambda: iter(episodes), seed=1)  # a prior without holes is kept
+    assert again["prior_refit_kept"] == 0
+    assert all(torch.equal(v, refit_state[k]) for k, v in net.state_dict().items())
     off = make_policy("lvm", 3, 2, LatentConfig(prior_refit=False, **options))
     assert off.refit(lambda: iter(episodes)) == {}
     assert (
