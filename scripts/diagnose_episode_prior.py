@@ -7,7 +7,8 @@ encoder gives the demonstrations (a prior hole)?
 Evaluates the run's best/ policy on the same seeded episodes three ways: acting as saved (z_e ~ p(z_e | s_0), held
 for the episode); with z_e drawn from the posterior q(z_e | tau_j) of a random training demonstration j (the
 aggregate posterior; it ignores the start state); and with the prior refit to the training posteriors
-(``LatentPolicy.refit_episode_prior``, what training does before each evaluation since it was added). Also prints
+(``LatentPolicy.refit_episode_prior``, kept here whatever its hole test says; training keeps it only where the
+saved prior's draws fall in holes). Also prints
 how narrow the posteriors are against the spread of their means. A large gain with posterior draws says the decoder
 is fine and the prior is what fails.
 """
@@ -70,7 +71,7 @@ def main(args: Args) -> None:
         results[name] = {k: m.get(k) for k in keys}
     policy.draw_episode_latents_from(None)
     batches = (windows.gather_episodes(train_set.obs, train_set.act, e) for e in episodes.split(64))
-    fit = policy.refit_episode_prior(batches, seed=config["seed"])
+    fit = policy.refit_episode_prior(batches, seed=config["seed"], force=True)
     m = evaluate(policy, env, reference, None, args.episodes, device=device)
     results["refit"] = dict({k: m.get(k) for k in keys}, **fit)
     if args.json:
