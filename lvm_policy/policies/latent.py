@@ -86,7 +86,7 @@ HIERARCHICAL_BETA, HIERARCHICAL_EPISODE_BETA = 1.0, EPISODE_BETA
 CHUNK_IWAE_SAMPLES = 8  # hierarchical scope: inner draws of z_c per step in the held-out bound
 PRIOR_REFIT_STEPS = 300  # full-batch Adam steps of the episode prior's refit (refit_episode_prior)
 # Share of a prior's draws in holes of the aggregate posterior above which the refit replaces it. Measured on the 12
-# default-lvm runs of results/temporal/episode_prior.md: the priors that failed had 0.97-1.00 of their draws in holes,
+# default-lvm runs of results/temporal/episode_prior.md: the priors that failed had 0.98-1.00 of their draws in holes,
 # the ones that worked 0.10-0.38 (MultiGoal seed 0: 0.72, success 0.987, 0.997 refit).
 PRIOR_HOLE_TOLERANCE = 0.5
 HOLE_DRAWS = 2000  # prior draws of the hole test (one per training episode, at most this many)
