@@ -49,14 +49,20 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
 
 def same_run(run: Path, config: dict[str, Any]) -> bool:
     """Whether the config stored in ``run`` describes the run that ``config`` (a TrainConfig as JSON) asks for."""
+    from lvm_policy.policies import policy_class
+    from lvm_policy.train import PolicyName
+
     if not (run / "config.json").is_file():
         return False
     stored = json.loads((run / "config.json").read_text())
     wanted = identity(config)
-    # An option added since the run was made did not exist then: the run behaved as its default does now.
+    # An option added since the run was made did not exist then: the run behaved as its default does now, or as
+    # its class's ``absent_means`` says where the new default changed what training does.
+    classes = get_args(PolicyName)
     for key, value in wanted.items():
         if isinstance(value, dict) and isinstance(stored.get(key), dict):
-            stored[key] = {**value, **stored[key]}
+            before = policy_class(key).config_class.absent_means if key in classes else {}
+            stored[key] = {**value, **before, **stored[key]}
         elif key not in stored:
             stored[key] = value
     return identity(stored) == wanted

@@ -206,6 +206,15 @@ def test_reuse_compares_options_by_the_value_they_take(tmp_path):
         stored["lvm"]["beta"] = cfg.lvm.final_beta
         (run / "config.json").write_text(json.dumps(stored))
         assert module.reusable(run, cfg)
+    # an option added since: a run stored without it behaved as the new default (segment_steps, a speed option)
+    # or, where the new default changed what training does, as the class's absent_means says (prior_refit)
+    cfg = TrainConfig(demos="d", policy="lvm", out=run)
+    for option, reused in (("segment_steps", True), ("prior_refit", False)):
+        stored = config_to_json(cfg)
+        del stored["lvm"][option]
+        (run / "config.json").write_text(json.dumps(stored))
+        assert module.reusable(run, cfg) is reused, option
+        assert module.reusable(run, replace(cfg, lvm=replace(cfg.lvm, prior_refit=False))) is not reused, option
 
 
 def _write_results(folder, rows):

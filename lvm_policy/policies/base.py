@@ -33,6 +33,11 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 class PolicyConfig:
     """Options every class shares. Subclass it for a class's own options."""
 
+    # How a run stored before an option existed behaved, for options whose default changed what training does
+    # (benchmark.same_run: such a run is not reused as if it had the new default). Other new options behaved as
+    # their default.
+    absent_means: ClassVar[dict[str, Any]] = {}
+
     hidden_dim: int = 128
     """width of every hidden layer"""
     num_layers: int = 2

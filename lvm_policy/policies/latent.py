@@ -94,6 +94,8 @@ HOLE_DRAWS = 2000  # prior draws of the hole test (one per training episode, at 
 
 @dataclass
 class LatentConfig(PolicyConfig):
+    absent_means: ClassVar[dict] = {"prior_refit": False}  # runs made before the refit existed had none
+
     latent_dim: int = 2
     """dimension of z"""
     prior: Literal["standard", "gaussian", "mixture"] = "mixture"
