@@ -6,7 +6,8 @@ H * W * C consecutive numbers (its pixels, 0-255). Every policy class reads obse
 ``Policy.normalize_obs``; with images there this becomes: state entries normalised by their statistics, each image
 scaled by a constant (x / 255 - 0.5, no per-pixel statistics), shifted at random while training by up to 4
 pixels per 84 (DrQ's augmentation: replicate-pad, then crop; 2 pixels on a 32-pixel image), and encoded by a small
-conv net. The class's own networks
+conv net (or, with ``vision_encoder="resnet18"``, a ResNet-18 with GroupNorm and a spatial softmax). The class's own
+networks
 see the concatenated features, so every class learns from pixels without a line of its own.
 """
 
@@ -97,10 +98,81 @@ class ConvEncoder(nn.Module):
         return self.head(self.conv(images))
 
 
+class SpatialSoftmax(nn.Module):
+    """(B, C, H, W) -> (B, 2K): the expected image coordinates in [-1, 1] of K keypoint maps, a 1x1 convolution of
+    the features (Levine et al. 2016; the head of Diffusion Policy's and LeRobot's ResNet encoders)."""
+
+    def __init__(self, channels: int, keypoints: int = 32):
+        super().__init__()
+        self.keypoints = nn.Conv2d(channels, keypoints, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        attention = torch.softmax(self.keypoints(x).flatten(2), dim=-1)  # (B, K, H W)
+        ys, xs = torch.meshgrid(
+            torch.linspace(-1, 1, H, device=x.device, dtype=x.dtype),
+            torch.linspace(-1, 1, W, device=x.device, dtype=x.dtype),
+            indexing="ij",
+        )
+        grid = torch.stack([xs.flatten(), ys.flatten()], dim=-1)  # (H W, 2)
+        return (attention @ grid).flatten(1)  # (B, 2K)
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block (He et al. 2016): two 3x3 convolutions and a shortcut, GroupNorm in place of BatchNorm."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = nn.GroupNorm(c_out // 16, c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.norm2 = nn.GroupNorm(c_out // 16, c_out)
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.GroupNorm(c_out // 16, c_out))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = nn.functional.relu(self.norm1(self.conv1(x)))
+        return nn.functional.relu(self.norm2(self.conv2(y)) + self.shortcut(x))
+
+
+class ResNet18Encoder(nn.Module):
+    """(B, C, H, W) -> (B, F): ResNet-18 (four stages of two basic blocks, 64-512 channels), untrained, with GroupNorm
+    (16 channels a group) in place of BatchNorm and a spatial-softmax head in place of the pooling and classifier,
+    as Diffusion Policy and LeRobot configure it. Written here: torchvision 0.28's wheel does not load beside the
+    CPU build of the pinned torch (its compiled operators fail to register). Images under 64 pixels get the CIFAR
+    stem (a 3x3 stride-1 first convolution, no max pooling), so that a 32-pixel image keeps a 4x4 feature map
+    instead of 1x1. 11M parameters: for camera datasets of real robots; the package's 32-pixel tasks use
+    ``ConvEncoder``."""
+
+    def __init__(self, chw: tuple[int, int, int], features: int):
+        super().__init__()
+        c, h, w = chw
+        if min(h, w) < 64:
+            stem = [nn.Conv2d(c, 64, 3, stride=1, padding=1, bias=False), nn.GroupNorm(4, 64), nn.ReLU()]
+        else:
+            stem = [nn.Conv2d(c, 64, 7, stride=2, padding=3, bias=False), nn.GroupNorm(4, 64), nn.ReLU()]
+            stem.append(nn.MaxPool2d(3, stride=2, padding=1))
+        blocks, c_in = [], 64
+        for i, c_out in enumerate((64, 128, 256, 512)):
+            blocks += [BasicBlock(c_in, c_out, 1 if i == 0 else 2), BasicBlock(c_out, c_out, 1)]
+            c_in = c_out
+        self.trunk = nn.Sequential(*stem, *blocks)  # (B, 512, h', w')
+        self.head = nn.Sequential(SpatialSoftmax(512), nn.Linear(64, features), nn.LayerNorm(features))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(images))
+
+
+VISION_ENCODERS = {"conv": ConvEncoder, "resnet18": ResNet18Encoder}
+
+
 class ObservationFeatures(nn.Module):
     """Flat raw observations (N, O) -> features (N, F): normalised state entries, then each image's encoding."""
 
-    def __init__(self, obs_dim: int, slots: list[ImageSlot], features: int = 64):
+    def __init__(self, obs_dim: int, slots: list[ImageSlot], features: int = 64, encoder: str = "conv"):
         super().__init__()
         self.slots = list(slots)
         # DrQ shifts 84-pixel images by up to 4 pixels: the same share of each image here
@@ -109,7 +181,7 @@ class ObservationFeatures(nn.Module):
         for s in self.slots:
             is_pixel[s.offset : s.offset + s.size] = True
         self.register_buffer("state_index", torch.nonzero(~is_pixel).flatten(), persistent=False)
-        self.encoders = nn.ModuleList(ConvEncoder(s.chw, features) for s in self.slots)
+        self.encoders = nn.ModuleList(VISION_ENCODERS[encoder](s.chw, features) for s in self.slots)
         self.dim = int(self.state_index.numel()) + features * len(self.slots)
 
     def forward(self, flat: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -51,6 +51,9 @@ class PolicyConfig:
     temporal_ensemble: float | None = None
     """off (None), or ACT's m: predict every step and average every chunk's action for the step with weights
     exp(-m i), i = 0 for the oldest (needs action_steps = 1)"""
+    vision_encoder: Literal["conv", "resnet18"] = "conv"
+    """encoder of camera images (only with images in the observation): a small conv net, or a ResNet-18 with
+    GroupNorm and a spatial-softmax head (lvm_policy/vision.py)"""
 
     @property
     def per_step(self) -> bool:
@@ -74,6 +77,8 @@ class PolicyConfig:
                 "need obs_horizon >= 1, action_horizon >= 1 and 1 <= action_steps <= action_horizon, got "
                 f"{self.obs_horizon}, {self.action_horizon}, {self.action_steps}"
             )
+        if self.vision_encoder not in ("conv", "resnet18"):
+            raise ValueError(f"vision_encoder must be conv or resnet18, got {self.vision_encoder!r}")
         if self.temporal_ensemble is not None and (self.temporal_ensemble < 0 or self.action_steps != 1):
             raise ValueError(
                 "temporal_ensemble needs m >= 0 and action_steps = 1, got "
@@ -129,7 +134,9 @@ class Policy(nn.Module):
         self.obs_dim, self.act_dim, self.config = obs_dim, act_dim, config
         # Camera images in the observation: encoded into features before the class's networks (lvm_policy/vision.py).
         self.image_slots = list(image_slots or [])
-        self.vision = ObservationFeatures(obs_dim, self.image_slots) if self.image_slots else None
+        self.vision = (
+            ObservationFeatures(obs_dim, self.image_slots, encoder=config.vision_encoder) if self.image_slots else None
+        )
         self.feature_dim = self.vision.dim if self.vision is not None else obs_dim  # per observation
         # What a class's networks see and model: the flat window of To observations' features and the flat chunk
         # of H actions.
