@@ -475,7 +475,10 @@ def _train(cfg: TrainConfig, run: Path, resuming: bool, ranks: distributed.Ranks
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k in ("loss", "nll", "recon", "kl", "beta")})
                 log(dict(kind="train", step=done, grad_norm=float(grad_norm), lr=sched.get_last_lr()[0], **logs))
             if ranks.main and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+                t_fit = time.perf_counter()
                 fit = average.average.refit(training_episodes, seed=cfg.seed + done)  # part of training: timed
+                if fit:
+                    fit["refit_seconds"] = time.perf_counter() - t_fit
                 seconds = elapsed_before + time.perf_counter() - t0
                 metrics = {}
                 if choice.spec is not None:
