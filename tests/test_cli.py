@@ -96,6 +96,7 @@ def test_train_bc_writes_a_complete_run(trained_run):
     assert load_policy(trained_run).name == "gmm"
 
 
+@pytest.mark.slow  # end to end (about 40 s / 15 s); the default suite stays under 5 minutes
 def test_evaluate_json_and_gym_mode_agree(trained_run, tmp_path):
     r = run("scripts/evaluate.py", str(trained_run), "--episodes", "2000", "--json", "--device", "cpu")
     assert r.returncode == 0, r.stderr
@@ -126,6 +127,7 @@ def test_evaluate_json_and_gym_mode_agree(trained_run, tmp_path):
         assert abs(q - p) <= 4 * (p * (1 - p) / crossed) ** 0.5 + 0.02
 
 
+@pytest.mark.slow  # end to end (about 40 s / 15 s); the default suite stays under 5 minutes
 def test_resume_after_sigkill_matches_an_uninterrupted_run(small_demos, tmp_path):
     args = ["--policy", "lvm", "--demos", str(small_demos), *SMALL, "--steps", "200", "--eval-every", "40"]
     full = tmp_path / "full"
