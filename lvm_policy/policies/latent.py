@@ -262,7 +262,8 @@ class LatentPolicy(Policy):
         Why: trained jointly with the encoder, the mixture can settle on one wide component spanning two narrow,
         distant clusters of codes (components far from every cluster get no gradient: a local optimum of mixture
         fitting), and draws between the clusters decode to neither mode (measured on coupled Slalom:
-        results/temporal/episode_prior.md). Returns the mean log p(z_e | s_0) of the draws before and after."""
+        results/temporal/episode_prior.md). Returns, to log: the mean log p(z_e | s_0) of held posterior draws and the
+        hole share, each for the trained prior and the refit, and whether the refit was kept."""
         c = self.config
         net = self.episode_prior if c.latent_scope == "hierarchical" else self.prior
         means, log_vars, starts = [], [], []
@@ -340,8 +341,7 @@ class LatentPolicy(Policy):
         net.load_state_dict(state)
         n = min(HOLE_DRAWS, s0.shape[0])
         log_w, mu, lv = self.prior_params(s0[:n], net)  # (n, K), (n, K, dz) each
-        u = torch.rand(log_w.shape, generator=gen, device=log_w.device).clamp_min(1e-20)
-        k = torch.argmax(log_w - torch.log(-torch.log(u)), dim=1)  # (n,) components by the Gumbel-max trick
+        k = categorical_sample(log_w, 1, gen)[:, 0]  # (n,)
         pick = k[:, None, None].expand(n, 1, mu.shape[-1])
         z = mu.gather(1, pick)[:, 0] + torch.exp(0.5 * lv.gather(1, pick)[:, 0]) * torch.randn(
             n, mu.shape[-1], generator=gen, device=mu.device
