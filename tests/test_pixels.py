@@ -7,7 +7,8 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from envs.collect import rollout_expert
+from envs.collect import rollout_expert, write_minari
+from lvm_policy.data import load_demonstrations
 from envs.experts import ExpertConfig, SlalomExpert, SlalomExpertConfig, TreeAvoidExpert
 
 PIXEL_TASKS = ["TreeAvoidPixels-v0", "SlalomPixels-v0"]
@@ -63,3 +64,13 @@ def test_the_expert_records_pixels():
     success = np.mean([bool(i["success"][-1]) for i in data.infos])
     modes = {int(i["mode"][-1]) for i in data.infos}
     assert success > 0.9 and modes == {0, 1}
+
+
+def test_a_recorded_pixel_dataset_keeps_the_frames_as_drawn(tmp_path):
+    """Minari would JPEG-encode the camera (lossy: the car's dot vanished); what loads must be what was drawn."""
+    data = rollout_expert(3, seed=0, task="tree_avoid_pixels")
+    write_minari(data, tmp_path / "px", "three episodes", seed=0, task="tree_avoid_pixels")
+    demos = load_demonstrations(tmp_path / "px")
+    drawn = np.concatenate([o[:-1] for o in data.observations]).reshape(len(demos.obs), -1)  # (T, 32 * 32 * 3)
+    assert demos.obs.dtype == torch.uint8
+    np.testing.assert_array_equal(demos.obs.numpy(), drawn)
