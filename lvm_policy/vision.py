@@ -172,11 +172,13 @@ VISION_ENCODERS = {"conv": ConvEncoder, "resnet18": ResNet18Encoder}
 class ObservationFeatures(nn.Module):
     """Flat raw observations (N, O) -> features (N, F): normalised state entries, then each image's encoding."""
 
-    def __init__(self, obs_dim: int, slots: list[ImageSlot], features: int = 64, encoder: str = "conv"):
+    def __init__(
+        self, obs_dim: int, slots: list[ImageSlot], features: int = 64, encoder: str = "conv", shift: int | None = None
+    ):
         super().__init__()
         self.slots = list(slots)
-        # DrQ shifts 84-pixel images by up to 4 pixels: the same share of each image here
-        self.shifts = [max(1, round(4 * min(s.chw[1:]) / 84)) for s in self.slots]
+        # DrQ shifts 84-pixel images by up to 4 pixels: by default the same share of each image here
+        self.shifts = [max(1, round(4 * min(s.chw[1:]) / 84)) if shift is None else shift for s in self.slots]
         is_pixel = torch.zeros(obs_dim, dtype=torch.bool)
         for s in self.slots:
             is_pixel[s.offset : s.offset + s.size] = True
@@ -192,7 +194,7 @@ class ObservationFeatures(nn.Module):
             if slot.channels_last:
                 img = img.permute(0, 3, 1, 2)  # (N, C, H, W)
             img = img / 255.0 - 0.5
-            if self.training:
+            if self.training and shift:
                 img = random_shift(img, shift)
             parts.append(encoder(img))  # (N, F)
         return torch.cat(parts, dim=1)

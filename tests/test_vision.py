@@ -101,6 +101,22 @@ def test_pixels_and_their_float_copy_give_the_same_features():
     assert policy.in_dim == 2 + 64  # two state numbers and one image's 64 features
 
 
+@pytest.mark.parametrize("shift, moved", [(None, True), (2, True), (0, False)])
+def test_image_shift_option_sets_the_training_augmentation(shift, moved):
+    """image_shift None is DrQ's share (1 pixel on 6), 0 turns it off; evaluation never shifts."""
+    from lvm_policy.policies.gmm import GMMConfig
+
+    slots = [ImageSlot(0, (6, 6, 1), True)]
+    policy = make_policy("gmm", 36, 2, GMMConfig(image_shift=shift), image_slots=slots)
+    torch.manual_seed(0)
+    pixels = torch.randint(0, 256, (64, 36), dtype=torch.uint8)
+    train = policy.normalize_obs(pixels)
+    assert (not torch.equal(train, policy.eval().normalize_obs(pixels))) == moved
+    assert torch.equal(policy.normalize_obs(pixels), policy.normalize_obs(pixels))  # eval: deterministic
+    with pytest.raises(ValueError, match="image_shift"):
+        GMMConfig(image_shift=-1).validate()
+
+
 def test_spatial_softmax_gives_the_coordinates_of_a_bright_spot():
     from lvm_policy.vision import SpatialSoftmax
 

@@ -54,6 +54,9 @@ class PolicyConfig:
     vision_encoder: Literal["conv", "resnet18"] = "conv"
     """encoder of camera images (only with images in the observation): a small conv net, or a ResNet-18 with
     GroupNorm and a spatial-softmax head (lvm_policy/vision.py)"""
+    image_shift: int | None = None
+    """largest random shift, in pixels, of training images (DrQ's augmentation); None: DrQ's share, 4 pixels per
+    84 (2 on a 32-pixel image); 0: none"""
 
     @property
     def per_step(self) -> bool:
@@ -77,6 +80,8 @@ class PolicyConfig:
                 "need obs_horizon >= 1, action_horizon >= 1 and 1 <= action_steps <= action_horizon, got "
                 f"{self.obs_horizon}, {self.action_horizon}, {self.action_steps}"
             )
+        if self.image_shift is not None and self.image_shift < 0:
+            raise ValueError(f"image_shift must be >= 0 pixels, got {self.image_shift}")
         if self.vision_encoder not in ("conv", "resnet18"):
             raise ValueError(f"vision_encoder must be conv or resnet18, got {self.vision_encoder!r}")
         if self.temporal_ensemble is not None and (self.temporal_ensemble < 0 or self.action_steps != 1):
@@ -135,7 +140,9 @@ class Policy(nn.Module):
         # Camera images in the observation: encoded into features before the class's networks (lvm_policy/vision.py).
         self.image_slots = list(image_slots or [])
         self.vision = (
-            ObservationFeatures(obs_dim, self.image_slots, encoder=config.vision_encoder) if self.image_slots else None
+            ObservationFeatures(obs_dim, self.image_slots, encoder=config.vision_encoder, shift=config.image_shift)
+            if self.image_slots
+            else None
         )
         self.feature_dim = self.vision.dim if self.vision is not None else obs_dim  # per observation
         # What a class's networks see and model: the flat window of To observations' features and the flat chunk
