@@ -8,8 +8,8 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 from envs.collect import rollout_expert, write_minari
-from lvm_policy.data import load_demonstrations
 from envs.experts import ExpertConfig, SlalomExpert, SlalomExpertConfig, TreeAvoidExpert
+from lvm_policy.data import load_demonstrations
 
 PIXEL_TASKS = ["TreeAvoidPixels-v0", "SlalomPixels-v0"]
 
