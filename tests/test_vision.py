@@ -129,31 +129,49 @@ def test_spatial_softmax_gives_the_coordinates_of_a_bright_spot():
     torch.testing.assert_close(head(x), torch.tensor([[2 / 3, -0.5]]), atol=1e-4, rtol=0)
 
 
-def test_resnet18_encoder_trains_and_round_trips(tmp_path):
-    """The ResNet-18 option: 11.2M parameters (ResNet-18 without its classifier), GroupNorm only, a 4x4 map left
-    at 32 pixels; a gradient step moves it; saved and loaded, a deterministic policy gives the same actions."""
-    from lvm_policy.policies.gaussian import GaussianConfig
+def test_resnet18_encoder_is_resnet18_with_group_norm():
+    """11.2M parameters (ResNet-18 without its classifier), GroupNorm only, a 4x4 map left at 32 pixels."""
     from lvm_policy.vision import ResNet18Encoder
 
     encoder = ResNet18Encoder((3, 32, 32), 64)
     assert 11.1e6 < sum(p.numel() for p in encoder.parameters()) < 11.3e6
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.modules())
     assert encoder.trunk(torch.zeros(1, 3, 32, 32)).shape == (1, 512, 4, 4)
+
+
+def test_patch_encoder_sees_a_4x4_grid_and_refuses_small_images():
+    from lvm_policy.vision import PatchEncoder
+
+    encoder = PatchEncoder((3, 32, 32), 64)
+    assert encoder.conv[:-1](torch.zeros(2, 3, 32, 32)).shape == (2, 32, 4, 4)
+    assert encoder(torch.zeros(2, 3, 32, 32)).shape == (2, 64)
+    assert PatchEncoder((1, 12, 12), 8)(torch.zeros(1, 1, 12, 12)).shape == (1, 8)  # 3x3 patches, a 2x2 grid
+    with pytest.raises(ValueError, match="at least 8 pixels"):
+        PatchEncoder((3, 6, 32), 64)
+
+
+@pytest.mark.parametrize("encoder", ["patch", "resnet18"])
+def test_encoder_option_trains_and_round_trips(encoder, tmp_path):
+    """Each vision_encoder option: a gradient step moves its first convolution; saved and loaded, a deterministic
+    policy gives the same actions."""
+    from lvm_policy.policies.gaussian import GaussianConfig
+
     slots = [ImageSlot(2, (32, 32, 3), True)]
     obs_dim = 2 + 32 * 32 * 3
     torch.manual_seed(0)
-    policy = make_policy("gaussian", obs_dim, 2, GaussianConfig(vision_encoder="resnet18"), image_slots=slots)
+    policy = make_policy("gaussian", obs_dim, 2, GaussianConfig(vision_encoder=encoder), image_slots=slots)
     obs = torch.cat([torch.randn(8, 2), torch.randint(0, 256, (8, obs_dim - 2)).float()], 1)
     act = torch.rand(8, 2) * 2 - 1
     policy.fit_normalizer(obs, act)
-    before = policy.vision.encoders[0].trunk[0].weight.clone()
+    first = next(m for m in policy.vision.encoders[0].modules() if isinstance(m, torch.nn.Conv2d))
+    before = first.weight.clone()
     opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
     loss, _ = policy.loss(obs, act)
     loss.backward()
     opt.step()
-    assert not torch.equal(before, policy.vision.encoders[0].trunk[0].weight)
+    assert not torch.equal(before, first.weight)
     policy.eval().save(tmp_path / "p")
     loaded = load_policy(tmp_path / "p")
-    assert loaded.config.vision_encoder == "resnet18"
+    assert loaded.config.vision_encoder == encoder
     with torch.no_grad():
         torch.testing.assert_close(policy.act(obs[:3], deterministic=True), loaded.act(obs[:3], deterministic=True))

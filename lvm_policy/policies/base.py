@@ -51,9 +51,10 @@ class PolicyConfig:
     temporal_ensemble: float | None = None
     """off (None), or ACT's m: predict every step and average every chunk's action for the step with weights
     exp(-m i), i = 0 for the oldest (needs action_steps = 1)"""
-    vision_encoder: Literal["conv", "resnet18"] = "conv"
-    """encoder of camera images (only with images in the observation): a small conv net, or a ResNet-18 with
-    GroupNorm and a spatial-softmax head (lvm_policy/vision.py)"""
+    vision_encoder: Literal["conv", "patch", "resnet18"] = "conv"
+    """encoder of camera images (only with images in the observation): a small conv net, a patchify stem and one
+    convolution (fewer multiply-adds), or a ResNet-18 with GroupNorm and a spatial-softmax head
+    (lvm_policy/vision.py)"""
     image_shift: int | None = None
     """largest random shift, in pixels, of training images (DrQ's augmentation); None: DrQ's share, 4 pixels per
     84 (2 on a 32-pixel image); 0: none"""
@@ -82,8 +83,8 @@ class PolicyConfig:
             )
         if self.image_shift is not None and self.image_shift < 0:
             raise ValueError(f"image_shift must be >= 0 pixels, got {self.image_shift}")
-        if self.vision_encoder not in ("conv", "resnet18"):
-            raise ValueError(f"vision_encoder must be conv or resnet18, got {self.vision_encoder!r}")
+        if self.vision_encoder not in ("conv", "patch", "resnet18"):
+            raise ValueError(f"vision_encoder must be conv, patch or resnet18, got {self.vision_encoder!r}")
         if self.temporal_ensemble is not None and (self.temporal_ensemble < 0 or self.action_steps != 1):
             raise ValueError(
                 "temporal_ensemble needs m >= 0 and action_steps = 1, got "
