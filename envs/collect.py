@@ -17,6 +17,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,11 @@ from envs.experts import (
 from envs.point_maze import LAYOUTS, MazeExpert, MazeExpertConfig
 
 DATA_FORMAT = "hdf5"
+# The state experts reach their passing line 0.1 m past the tree's front row, which leaves a policy no step to
+# spare. A camera cannot place the car that finely (its pixels are 12.5 cm), so the pixel tasks' experts reach
+# it 0.05 m before the front row: 0.15 m earlier, a little more than a pixel and one step at full speed. Measured
+# (gmm, 2,000 steps, 500 episodes): success 0.88 with the state experts' margin, 0.96 with this one.
+PIXEL_MARGIN = 0.05
 DEMOS_ROOT = Path(__file__).resolve().parent.parent / "demos"
 
 
@@ -52,9 +58,13 @@ TASKS = {
     "tree_avoid": Task("TreeAvoid-v0", TreeAvoidExpert, ExpertConfig, "scripted-bimodal-expert"),
     "slalom": Task("Slalom-v0", SlalomExpert, SlalomExpertConfig, "scripted-slalom-expert"),
     "multigoal": Task("MultiGoal-v0", MultiGoalExpert, MultiGoalExpertConfig, "scripted-multigoal-expert"),
-    # the same experts, reading the state while the camera's pixels are recorded
-    "tree_avoid_pixels": Task("TreeAvoidPixels-v0", TreeAvoidExpert, ExpertConfig, "scripted-bimodal-expert"),
-    "slalom_pixels": Task("SlalomPixels-v0", SlalomExpert, SlalomExpertConfig, "scripted-slalom-expert"),
+    # the same experts, reading the state while the camera's pixels are recorded, with slack for the camera
+    "tree_avoid_pixels": Task(
+        "TreeAvoidPixels-v0", TreeAvoidExpert, partial(ExpertConfig, margin=PIXEL_MARGIN), "scripted-bimodal-expert"
+    ),
+    "slalom_pixels": Task(
+        "SlalomPixels-v0", SlalomExpert, partial(SlalomExpertConfig, margin=PIXEL_MARGIN), "scripted-slalom-expert"
+    ),
     "maze2": Task("PointMazeTwoRoutes-v0", MazeExpert, MazeExpertConfig, "cell-planner-pd-expert", batched=False),
     "maze3": Task("PointMazeThreeRoutes-v0", MazeExpert, MazeExpertConfig, "cell-planner-pd-expert", batched=False),
 }

@@ -4,7 +4,8 @@
 auto-reset are theirs, only the observation differs. The camera is drawn with tensor ops on the state's device
 (no OpenGL): each pixel's centre is mapped to road coordinates around the car and tested against the road, the
 trees and the finish line, so the single env (a batch of one) and the torch twin draw the same pixels, and GPU
-rollouts stay on the GPU. Channels: red the trees, green the road, blue the finish line and the car.
+rollouts stay on the GPU. Channels: red the trees, green the road, blue the finish line and the car; each pixel
+holds the share of its area an object covers (antialiased).
 """
 
 from __future__ import annotations
@@ -41,9 +42,12 @@ class Scene(NamedTuple):
 def draw(camera: Camera, scene: Scene) -> torch.Tensor:
     """(N, S, S, 3) uint8 images; row 0 is the far edge of the view (ahead), column 0 the left.
 
-    Written for speed (half the time of the plain version on the CPU): each mask is computed at the fewest
-    dimensions it depends on (the road per column, the finish line per row, the car once, since it sits at the
-    same place in every view) and written straight into the image's channels, which are scaled to 255 in place.
+    Antialiased, as a camera integrates the light over each pixel: a pixel holds the share of its area that
+    each object covers (to first order in the distance of the pixel's centre from the object's edge). With hard
+    0/1 pixels, where the car stands within a 12.5 cm pixel would be invisible, while the expert's swerve leaves
+    less than that to spare; the shares carry it (measured in docs/results.md, "Camera observations").
+    Each mask is computed at the fewest dimensions it depends on (the road per column, the finish line per
+    row, the car once: it sits at the same place in every view) and written into its channel in place.
     """
     S, device = camera.size, scene.car_x.device
     res = camera.metres / S
@@ -54,16 +58,18 @@ def draw(camera: Camera, scene: Scene) -> torch.Tensor:
     wy = scene.car_y[:, None] + ahead  # (N, S) forward road coordinate, per row
     dx = wx[:, None, None, :] - scene.discs[:, :, 0, None, None]  # (N, K, 1, S)
     dy = wy[:, None, :, None] - scene.discs[:, :, 1, None, None]  # (N, K, S, 1)
-    inside = dx * dx + dy * dy < scene.discs[:, :, 2, None, None] ** 2  # (N, K, S, S)
-    trees = inside[:, 0] if inside.shape[1] == 1 else inside.any(dim=1)  # (N, S, S)
-    road = wx.abs() <= scene.road_half_width  # (N, S)
-    finish = (wy - scene.finish_y).abs() < res  # (N, S)
-    car = across[None, :] ** 2 + ahead[:, None] ** 2 < camera.car_radius**2  # (S, S)
-    image = torch.empty(*trees.shape, 3, dtype=torch.bool, device=device)  # (N, S, S, 3)
+    radius = scene.discs[:, :, 2, None, None]  # (N, K, 1, 1)
+    # r - d = (r^2 - d^2) / (r + d) ~ (r^2 - d^2) / 2r near the edge, where the share is neither 0 nor 1
+    cover = (radius * radius - dx * dx - dy * dy).div_(2 * radius * res).add_(0.5).clamp_(0, 1)  # (N, K, S, S)
+    trees = cover[:, 0] if cover.shape[1] == 1 else cover.amax(dim=1)  # (N, S, S)
+    road = ((scene.road_half_width - wx.abs()) / res + 0.5).clamp_(0, 1)  # (N, S)
+    finish = (1.5 - (wy - scene.finish_y).abs() / res).clamp_(0, 1)  # (N, S): a band two pixels wide
+    car = ((camera.car_radius - (across[None, :] ** 2 + ahead[:, None] ** 2).sqrt()) / res + 0.5).clamp_(0, 1)
+    image = torch.empty(*trees.shape, 3, device=device)  # (N, S, S, 3) float shares
     image[..., 0] = trees
-    torch.logical_and(road[:, None, :], ~trees, out=image[..., 1])
-    torch.logical_or(finish[:, :, None], car, out=image[..., 2])
-    return image.view(torch.uint8).mul_(255)
+    torch.mul(road[:, None, :], 1 - trees, out=image[..., 1])
+    torch.maximum(finish[:, :, None], car, out=image[..., 2])
+    return image.mul_(255).round_().to(torch.uint8)
 
 
 class PixelTask(BatchedTask):

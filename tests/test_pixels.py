@@ -66,6 +66,18 @@ def test_the_expert_records_pixels():
     assert success > 0.9 and modes == {0, 1}
 
 
+def test_the_pixel_experts_leave_a_camera_pixel_to_spare():
+    """The camera's pixels are 4 m / 32 wide: the pixel tasks' expert swerves at least that much earlier."""
+    from envs.collect import TASKS
+    from envs.pixels import Camera
+
+    pixel = Camera().metres / Camera().size
+    state_line = TreeAvoidExpert().decision_y()
+    camera_line = TreeAvoidExpert(config=TASKS["tree_avoid_pixels"].config()).decision_y()
+    assert camera_line <= state_line - pixel
+    assert TASKS["slalom_pixels"].config(noise=0.0).margin - TASKS["slalom"].config().margin >= pixel
+
+
 def test_a_recorded_pixel_dataset_keeps_the_frames_as_drawn(tmp_path):
     """Minari would JPEG-encode the camera (lossy: the car's dot vanished); what loads must be what was drawn."""
     data = rollout_expert(3, seed=0, task="tree_avoid_pixels")
