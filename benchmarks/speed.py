@@ -80,6 +80,8 @@ class Args:
     """training table: minibatch sizes"""
     repeats: int = 5
     """timed repeats per figure (the median is reported)"""
+    vision_encoders: list[Literal["conv", "patch", "resnet18"]] = field(default_factory=lambda: ["conv", "patch"])
+    """pixels table: the encoders every class is measured with"""
     runs: Path = Path("runs/compare/tree_avoid")
     """run folders to read the time-to-target from"""
 
@@ -191,14 +193,16 @@ def _evaluation_rate(policy, n: int, steps: int, repeats: int, device: torch.dev
 @torch.no_grad()
 def pixels_table(args: Args) -> None:
     """TreeAvoidPixels-v0's twin drawing its 32 x 32 camera, alone and with every class acting on the pixels
-    through the default conv encoder (random weights), at --class-envs environments."""
+    through each encoder of --vision-encoders (random weights), at --class-envs environments; and each encoder
+    alone on that many images."""
     from envs.pixels import TreeAvoidPixelsVectorEnv
-    from lvm_policy.vision import image_slots
+    from lvm_policy.policies import policy_class
+    from lvm_policy.vision import VISION_ENCODERS, image_slots
 
     device, n = torch.device(args.device), args.class_envs
     steps = max(8, _steps_for(n) // 8)
     env = TreeAvoidPixelsVectorEnv(num_envs=n, device=device)
-    env.reset(seed=0)
+    obs, _ = env.reset(seed=0)
     slots = image_slots(env.single_observation_space)
     zeros = torch.zeros(n, 2, device=device)
 
@@ -207,16 +211,24 @@ def pixels_table(args: Args) -> None:
             env.step(zeros)
 
     print(
-        f"\n### Pixel evaluation step, TreeAvoidPixels-v0 (32 x 32 RGB), {n:,} envs, {device}, torch {torch.__version__}"
+        f"\n### Pixel evaluation step, TreeAvoidPixels-v0 (32 x 32 RGB), {n:,} envs, {device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
     )
-    print("| what steps | env steps/s | µs per batched step |")
-    print("|---|---|---|")
+    print("| what steps | encoder | env steps/s | µs per batched step |")
+    print("|---|---|---|---|")
     rate = n * steps / _median_time(env_only, args.repeats, device)
-    print(f"| the twin alone (drawing the camera) | {rate:,.0f} | {n / rate * 1e6:,.0f} |")
-    for name in list_policies():
-        policy = make_policy(name, 32 * 32 * 3, 2, image_slots=slots).to(device).eval()
-        rate = _evaluation_rate(policy, n, steps, args.repeats, device, env)
-        print(f"| {name} | {rate:,.0f} | {n / rate * 1e6:,.0f} |")
+    print(f"| the twin alone (drawing the camera) | | {rate:,.0f} | {n / rate * 1e6:,.0f} |")
+    images = obs.permute(0, 3, 1, 2).float().div(255).sub(0.5)  # (N, 3, 32, 32), as the policies see them
+    for encoder in args.vision_encoders:
+        net = VISION_ENCODERS[encoder]((3, 32, 32), 64).to(device).eval()
+        rate = n * steps / _median_time(lambda: [net(images) for _ in range(steps)], args.repeats, device)
+        print(f"| the encoder alone ({n:,} images) | {encoder} | {rate:,.0f} | {n / rate * 1e6:,.0f} |")
+    for encoder in args.vision_encoders:
+        for name in list_policies():
+            config = policy_class(name).config_class(vision_encoder=encoder)
+            policy = make_policy(name, 32 * 32 * 3, 2, config, image_slots=slots).to(device).eval()
+            rate = _evaluation_rate(policy, n, steps, args.repeats, device, env)
+            print(f"| {name} | {encoder} | {rate:,.0f} | {n / rate * 1e6:,.0f} |")
 
 
 @torch.no_grad()
