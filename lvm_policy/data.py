@@ -11,6 +11,7 @@ the scripts print it and exit non-zero.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import dataclass, field, replace
@@ -24,7 +25,7 @@ from gymnasium import spaces as gym_spaces
 from lvm_policy import spaces
 from lvm_policy.errors import DatasetError
 from lvm_policy.temporal import Windows
-from lvm_policy.vision import is_image, only_images
+from lvm_policy.vision import image_slots, is_image, only_images
 
 
 @dataclass
@@ -153,6 +154,15 @@ def _episode_info(infos: dict, key: str, index: int, default: float) -> float:
     return float(np.asarray(values)[index])
 
 
+def _jpeg_encoded(data_dir: Path) -> bool:
+    """Whether Minari stored the dataset's images JPEG-encoded (its default, also for datasets that predate the
+    ``jpeg_encoding`` key)."""
+    try:
+        return bool(json.loads((data_dir / "metadata.json").read_text()).get("jpeg_encoding", True))
+    except (OSError, ValueError):
+        return True
+
+
 def load_demonstrations(ref: str | Path, device: str | torch.device = "cpu") -> Demonstrations:
     """Read and validate a Minari dataset (folder or dataset id), return tensors on ``device``."""
     path = resolve_dataset(ref)
@@ -178,6 +188,12 @@ def load_demonstrations(ref: str | Path, device: str | torch.device = "cpu") -> 
         raise _fail(path, str(exc)) from None
     if len(episodes) == 0:
         raise _fail(path, "the dataset holds no episodes")
+    if image_slots(obs_space) and _jpeg_encoded(data_dir):
+        warnings.warn(
+            f"{path}: its images are stored JPEG-encoded (Minari's default; lossy), so the policy learns from frames "
+            "unlike the raw ones its env shows it; record with jpeg_encoding=False to keep them as they were",
+            stacklevel=2,
+        )
 
     A = act_space.shape[0]
     low, high = act_space.low.astype(np.float64), act_space.high.astype(np.float64)

@@ -1,6 +1,8 @@
 """TreeAvoidPixels-v0 and SlalomPixels-v0: the camera drawn by the torch twin equals the single env's through
 auto-resets, the env checkers pass, what the camera shows, and the experts record pixel datasets."""
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -82,7 +84,9 @@ def test_a_recorded_pixel_dataset_keeps_the_frames_as_drawn(tmp_path):
     """Minari would JPEG-encode the camera (lossy: the car's dot vanished); what loads must be what was drawn."""
     data = rollout_expert(3, seed=0, task="tree_avoid_pixels")
     write_minari(data, tmp_path / "px", "three episodes", seed=0, task="tree_avoid_pixels")
-    demos = load_demonstrations(tmp_path / "px")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no warning of JPEG frames
+        demos = load_demonstrations(tmp_path / "px")
     drawn = np.concatenate([o[:-1] for o in data.observations]).reshape(len(demos.obs), -1)  # (T, 32 * 32 * 3)
     assert demos.obs.dtype == torch.uint8
     np.testing.assert_array_equal(demos.obs.numpy(), drawn)

@@ -49,10 +49,12 @@ def test_random_shift_moves_whole_images_within_the_pad():
 def test_camera_dataset_stays_uint8(camera_datasets):
     from lvm_policy.data import load_demonstrations
 
-    only = load_demonstrations(camera_datasets["UserCameraFork-v0"])
+    with pytest.warns(UserWarning, match="JPEG-encoded"):  # recorded with Minari's default, as a user would
+        only = load_demonstrations(camera_datasets["UserCameraFork-v0"])
     assert only.obs.dtype == torch.uint8 and only.obs.shape[1] == 24 * 24
     assert only.obs.element_size() * only.obs.numel() == only.obs.shape[0] * 576  # one byte per pixel
-    mixed = load_demonstrations(camera_datasets["UserCameraDictFork-v0"])
+    with pytest.warns(UserWarning, match="JPEG-encoded"):  # an image inside a Dict too
+        mixed = load_demonstrations(camera_datasets["UserCameraDictFork-v0"])
     assert mixed.obs.dtype == torch.float32 and mixed.obs.shape[1] == 1 + 576  # keys in order: camera, time
     assert float(mixed.obs[:, :576].max()) == 255.0
 
