@@ -215,6 +215,14 @@ def test_reuse_compares_options_by_the_value_they_take(tmp_path):
         (run / "config.json").write_text(json.dumps(stored))
         assert module.reusable(run, cfg) is reused, option
         assert module.reusable(run, replace(cfg, lvm=replace(cfg.lvm, prior_refit=False))) is not reused, option
+    # image_shift's default went from DrQ's share to none: a run stored without it shifted its images
+    for policy in ("gmm", "lvm"):
+        cfg = TrainConfig(demos="d", policy=policy, out=run)
+        stored = config_to_json(cfg)
+        del stored[policy]["image_shift"]
+        (run / "config.json").write_text(json.dumps(stored))
+        shifted = replace(cfg, **{policy: replace(getattr(cfg, policy), image_shift=None)})
+        assert not module.reusable(run, cfg) and module.reusable(run, shifted), policy
 
 
 def _write_results(folder, rows):

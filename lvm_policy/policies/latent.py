@@ -94,7 +94,8 @@ HOLE_DRAWS = 2000  # prior draws of the hole test (one per training episode, at 
 
 @dataclass
 class LatentConfig(PolicyConfig):
-    absent_means: ClassVar[dict] = {"prior_refit": False}  # runs made before the refit existed had none
+    # runs made before the refit existed had none
+    absent_means: ClassVar[dict] = {**PolicyConfig.absent_means, "prior_refit": False}
 
     latent_dim: int = 2
     """dimension of z"""
