@@ -211,14 +211,14 @@ def pixels_table(args: Args) -> None:
             env.step(zeros)
 
     print(
-        f"\n### Pixel evaluation step, TreeAvoidPixels-v0 (32 x 32 RGB), {n:,} envs, {device}, torch {torch.__version__}, "
+        f"\n### Pixel evaluation step, TreeAvoidPixels-v0 (RGB, 3 x 32 x 32), {n:,} envs, {device}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
     )
     print("| what steps | encoder | env steps/s | µs per batched step |")
     print("|---|---|---|---|")
     rate = n * steps / _median_time(env_only, args.repeats, device)
     print(f"| the twin alone (drawing the camera) | | {rate:,.0f} | {n / rate * 1e6:,.0f} |")
-    images = obs.permute(0, 3, 1, 2).float().div(255).sub(0.5)  # (N, 3, 32, 32), as the policies see them
+    images = obs.float().div(255).sub(0.5)  # (N, 3, 32, 32), as the policies see them
     for encoder in args.vision_encoders:
         net = VISION_ENCODERS[encoder]((3, 32, 32), 64).to(device).eval()
         rate = n * steps / _median_time(lambda: [net(images) for _ in range(steps)], args.repeats, device)

@@ -40,7 +40,9 @@ class Scene(NamedTuple):
 
 
 def draw(camera: Camera, scene: Scene) -> torch.Tensor:
-    """(N, S, S, 3) uint8 images; row 0 is the far edge of the view (ahead), column 0 the left.
+    """(N, 3, S, S) uint8 images, channels first (as the encoders read them: each channel is written whole, where
+    an (S, S, 3) layout interleaves them at twice the cost); row 0 is the far edge of the view (ahead), column 0
+    the left.
 
     Antialiased, as a camera integrates the light over each pixel: a pixel holds the share of its area that
     each object covers (to first order in the distance of the pixel's centre from the object's edge). With hard
@@ -56,20 +58,24 @@ def draw(camera: Camera, scene: Scene) -> torch.Tensor:
     ahead = centres.flip(0) - camera.behind  # (S,) each row's forward offset from the car
     wx = scene.car_x[:, None] + across  # (N, S) lateral road coordinate, per column
     wy = scene.car_y[:, None] + ahead  # (N, S) forward road coordinate, per row
+    # Shares are kept in units of 1/255 plus 0.5, so that the uint8 conversion (which truncates) rounds them.
     dx = wx[:, None, None, :] - scene.discs[:, :, 0, None, None]  # (N, K, 1, S)
     dy = wy[:, None, :, None] - scene.discs[:, :, 1, None, None]  # (N, K, S, 1)
     radius = scene.discs[:, :, 2, None, None]  # (N, K, 1, 1)
     # r - d = (r^2 - d^2) / (r + d) ~ (r^2 - d^2) / 2r near the edge, where the share is neither 0 nor 1
-    cover = (radius * radius - dx * dx - dy * dy).div_(2 * radius * res).add_(0.5).clamp_(0, 1)  # (N, K, S, S)
-    trees = cover[:, 0] if cover.shape[1] == 1 else cover.amax(dim=1)  # (N, S, S)
-    road = ((scene.road_half_width - wx.abs()) / res + 0.5).clamp_(0, 1)  # (N, S)
-    finish = (1.5 - (wy - scene.finish_y).abs() / res).clamp_(0, 1)  # (N, S): a band two pixels wide
-    car = ((camera.car_radius - (across[None, :] ** 2 + ahead[:, None] ** 2).sqrt()) / res + 0.5).clamp_(0, 1)
-    image = torch.empty(*trees.shape, 3, device=device)  # (N, S, S, 3) float shares
-    image[..., 0] = trees
-    torch.mul(road[:, None, :], 1 - trees, out=image[..., 1])
-    torch.maximum(finish[:, :, None], car, out=image[..., 2])
-    return image.mul_(255).round_().to(torch.uint8)
+    scale = 255 / (2 * radius * res)  # (N, K, 1, 1)
+    column = (radius * radius - dx * dx) * scale + 128  # (N, K, 1, S)
+    trees = (column - dy * dy * scale).clamp_(0.5, 255.5)  # (N, K, S, S): the one full-size pass per tree
+    trees = trees[:, 0] if trees.shape[1] == 1 else trees.amax(dim=1)  # (N, S, S)
+    road = ((scene.road_half_width - wx.abs()) / res + 0.5).clamp_(0, 1)  # (N, S) share
+    finish = (1.5 - (wy - scene.finish_y).abs() / res).clamp_(0, 1) * 255 + 0.5  # (N, S)
+    car = ((camera.car_radius - (across[None, :] ** 2 + ahead[:, None] ** 2).sqrt()) / res + 0.5).clamp(0, 1)
+    image = torch.empty(trees.shape[0], 3, S, S, dtype=torch.uint8, device=device)  # (N, 3, S, S)
+    image[:, 0] = trees
+    # the road where no tree stands: road * (255 - tree) in units of 1/255, + 0.5
+    image[:, 1] = torch.addcmul((road * 255.5 + 0.5)[:, None, :], road[:, None, :], trees, value=-1.0)
+    image[:, 2] = torch.maximum(finish[:, :, None], car * 255 + 0.5)
+    return image
 
 
 class PixelTask(BatchedTask):
@@ -99,7 +105,7 @@ class PixelTask(BatchedTask):
         return self.base.fresh_info(state)
 
     def observation_space(self) -> gym.spaces.Box:
-        return gym.spaces.Box(0, 255, (self.camera.size, self.camera.size, 3), np.uint8)
+        return gym.spaces.Box(0, 255, (3, self.camera.size, self.camera.size), np.uint8)
 
     def action_space(self):
         return self.base.action_space()
@@ -147,7 +153,7 @@ def slalom_pixels(params: SlalomParams | None = None, **overrides: Any) -> Pixel
 
 
 class TreeAvoidPixelsEnv(BatchedSingleEnv):
-    """TreeAvoid seen through the camera: observations (32, 32, 3) uint8."""
+    """TreeAvoid seen through the camera: observations (3, 32, 32) uint8."""
 
     def __init__(self, render_mode: str | None = None, **overrides: Any):
         super().__init__(tree_avoid_pixels(**overrides), render_mode)
@@ -159,7 +165,7 @@ class TreeAvoidPixelsVectorEnv(BatchedVectorEnv):
 
 
 class SlalomPixelsEnv(BatchedSingleEnv):
-    """Slalom seen through the camera: observations (32, 32, 3) uint8."""
+    """Slalom seen through the camera: observations (3, 32, 32) uint8."""
 
     def __init__(self, render_mode: str | None = None, **overrides: Any):
         super().__init__(slalom_pixels(**overrides), render_mode)

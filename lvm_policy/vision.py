@@ -104,16 +104,17 @@ class PatchEncoder(nn.Module):
     it sees the same 4x4 grid of features as ``ConvEncoder`` at a fraction of the multiply-adds: the stem reads
     each pixel once instead of through overlapping 3x3 windows at full resolution."""
 
-    def __init__(self, chw: tuple[int, int, int], features: int, width: int = 32, patch: int = 4):
+    def __init__(self, chw: tuple[int, int, int], features: int, width: int = 32, patch: int | None = None):
         super().__init__()
         c, h, w = chw
+        patch = patch or min(4, max(1, min(h, w) // 8))  # 4 from 32 pixels a side; smaller images, smaller patches
         if h < 2 * patch or w < 2 * patch:
             raise ValueError(f"the patch encoder needs images of at least {2 * patch} pixels a side, got {h} x {w}")
         self.conv = nn.Sequential(
-            nn.Conv2d(c, width, patch, stride=patch),  # (B, width, H / 4, W / 4)
+            nn.Conv2d(c, width, patch, stride=patch),  # (B, width, H / p, W / p)
             nn.GroupNorm(8, width),
             nn.ReLU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1),  # (B, width, H / 8, W / 8)
+            nn.Conv2d(width, width, 3, stride=2, padding=1),  # (B, width, H / 2p, W / 2p)
             nn.GroupNorm(8, width),
             nn.ReLU(),
             nn.Flatten(),

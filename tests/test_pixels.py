@@ -21,12 +21,31 @@ def test_checker_and_what_the_camera_shows(env_id):
     check_env(gym.make(env_id).unwrapped, skip_render_check=True)
     env = gym.make(env_id)
     obs, _ = env.reset(seed=0)
-    assert obs.shape == (32, 32, 3) and obs.dtype == np.uint8
-    red, green, blue = (obs[..., c] > 0 for c in range(3))
+    assert obs.shape == (3, 32, 32) and obs.dtype == np.uint8
+    red, green, blue = (obs[c] > 0 for c in range(3))
     assert red.any() and red[:16].any() and not red[24:].any()  # the (first) tree lies ahead of the car
     assert (green | red)[:, 16].all() and not green[:, 0].any()  # road (or tree) ahead of the car, off-road at the edge
     assert blue[24:28, 15:17].any()  # the car, just above the bottom edge (0.5 m behind is in view)
     assert env.unwrapped.metadata["mode_names"]
+
+
+def test_each_pixel_holds_the_share_of_its_area_an_object_covers():
+    """Antialiased: a pixel whose centre lies on an edge is half covered (128), one well inside is full (255)."""
+    from envs.pixels import Camera, Scene, draw
+
+    camera = Camera()  # 32 pixels over 4 m: column c's centre lies (c + 0.5) / 8 - 2 m from the car
+    tree = torch.tensor([[[0.0, 2.0, 0.3]]])  # (1, 1, 3): x, y, radius
+    # the car at x = 1/16: column 7's centre is the road's left edge (x = -1), column 16's is x = 0.125
+    image = draw(camera, Scene(torch.tensor([0.0625]), torch.tensor([0.0]), tree, 1.0, 10.0))[0]  # (3, 32, 32)
+    assert image.shape == (3, 32, 32)
+    assert (image[1, 24:, 7] == 128).all() and (image[1, 24:, 8] == 255).all() and (image[1, :, 6] == 0).all()
+    # the tree's centre (x = 0, y = 2): row 11 spans 2.0-2.125 m ahead of the car's 0.5 m behind the view
+    row = 32 - int((2.0 + camera.behind) * 8) - 1
+    assert image[0, row, 15] == 255 and image[1, row, 15] == 0
+    assert 0 < image[0, row, 13] < 255  # the tree's left edge (x = -0.3) falls inside column 13
+    # the car's dot (radius 0.12 m), 0.5 m above the bottom edge, centred on the corner of four pixels whose centres
+    # lie 0.088 m away: each is (0.12 - 0.088) / 0.125 + 0.5 = 3/4 covered
+    assert (image[2, 27:29, 15:17] == 192).all() and image[2, 26, 16] == 0
 
 
 @pytest.mark.parametrize("env_id", PIXEL_TASKS)
@@ -62,7 +81,7 @@ def test_single_and_batched_cameras_agree_through_resets(env_id):
 
 def test_the_expert_records_pixels():
     data = rollout_expert(40, seed=0, task="tree_avoid_pixels")
-    assert data.observations[0].dtype == np.uint8 and data.observations[0].shape[1:] == (32, 32, 3)
+    assert data.observations[0].dtype == np.uint8 and data.observations[0].shape[1:] == (3, 32, 32)
     success = np.mean([bool(i["success"][-1]) for i in data.infos])
     modes = {int(i["mode"][-1]) for i in data.infos}
     assert success > 0.9 and modes == {0, 1}

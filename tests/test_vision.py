@@ -147,9 +147,10 @@ def test_patch_encoder_sees_a_4x4_grid_and_refuses_small_images():
     encoder = PatchEncoder((3, 32, 32), 64)
     assert encoder.conv[:-1](torch.zeros(2, 3, 32, 32)).shape == (2, 32, 4, 4)
     assert encoder(torch.zeros(2, 3, 32, 32)).shape == (2, 64)
-    assert PatchEncoder((1, 12, 12), 8)(torch.zeros(1, 1, 12, 12)).shape == (1, 8)  # 3x3 patches, a 2x2 grid
+    assert PatchEncoder((1, 24, 24), 8).conv[0].kernel_size == (3, 3)  # smaller images, smaller patches
+    assert PatchEncoder((1, 6, 32), 8)(torch.zeros(1, 1, 6, 32)).shape == (1, 8)  # 1x1 patches
     with pytest.raises(ValueError, match="at least 8 pixels"):
-        PatchEncoder((3, 6, 32), 64)
+        PatchEncoder((3, 6, 32), 64, patch=4)
 
 
 @pytest.mark.parametrize("encoder", ["patch", "resnet18"])
@@ -177,3 +178,24 @@ def test_encoder_option_trains_and_round_trips(encoder, tmp_path):
     assert loaded.config.vision_encoder == encoder
     with torch.no_grad():
         torch.testing.assert_close(policy.act(obs[:3], deterministic=True), loaded.act(obs[:3], deterministic=True))
+
+
+def test_a_policy_saved_before_the_encoder_option_loads_with_the_conv_encoder(tmp_path):
+    """The default encoder changed from conv to patch: a saved policy without the option is a conv one (the
+    gaussian: its low-noise action is its mean, where a mixture still draws a component)."""
+    import json
+
+    from lvm_policy.policies.gaussian import GaussianConfig
+
+    slots = [ImageSlot(0, (3, 32, 32), False)]
+    policy = make_policy("gaussian", 3 * 32 * 32, 2, GaussianConfig(vision_encoder="conv"), image_slots=slots).eval()
+    policy.save(tmp_path / "p")
+    meta = json.loads((tmp_path / "p" / "config.json").read_text())
+    del meta["config"]["vision_encoder"], meta["config"]["image_shift"]
+    (tmp_path / "p" / "config.json").write_text(json.dumps(meta))
+    loaded = load_policy(tmp_path / "p")
+    assert loaded.config.vision_encoder == "conv" and loaded.config.image_shift is None
+    obs = torch.randint(0, 256, (4, 3 * 32 * 32), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(policy.act(obs, deterministic=True), loaded.act(obs, deterministic=True))
+    assert make_policy("gaussian", 3 * 32 * 32, 2, image_slots=slots).config.vision_encoder == "patch"

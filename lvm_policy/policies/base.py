@@ -36,7 +36,8 @@ class PolicyConfig:
     # How a run stored before an option existed behaved, for options whose default changed what training does
     # (benchmark.same_run: such a run is not reused as if it had the new default). Other new options behaved as
     # their default.
-    absent_means: ClassVar[dict[str, Any]] = {"image_shift": None}  # runs before the option shifted by DrQ's share
+    # (Also how a saved policy loads.) Before these options: DrQ's shift, the conv encoder.
+    absent_means: ClassVar[dict[str, Any]] = {"image_shift": None, "vision_encoder": "conv"}
 
     hidden_dim: int = 128
     """width of every hidden layer"""
@@ -51,10 +52,10 @@ class PolicyConfig:
     temporal_ensemble: float | None = None
     """off (None), or ACT's m: predict every step and average every chunk's action for the step with weights
     exp(-m i), i = 0 for the oldest (needs action_steps = 1)"""
-    vision_encoder: Literal["conv", "patch", "resnet18"] = "conv"
-    """encoder of camera images (only with images in the observation): a small conv net, a patchify stem and one
-    convolution (fewer multiply-adds), or a ResNet-18 with GroupNorm and a spatial-softmax head
-    (lvm_policy/vision.py)"""
+    vision_encoder: Literal["conv", "patch", "resnet18"] = "patch"
+    """encoder of camera images (only with images in the observation): a patchify stem and one convolution, three
+    stride-2 convolutions (as accurate on the pixel tasks, at half the evaluation speed), or a ResNet-18 with
+    GroupNorm and a spatial-softmax head (lvm_policy/vision.py)"""
     image_shift: int | None = 0
     """largest random shift, in pixels, of training images (DrQ's augmentation); None: DrQ's share, 4 pixels per
     84 (2 on a 32-pixel image); 0: none. Off by default: on the package's cameras, which follow the car, DrQ's
@@ -466,7 +467,8 @@ def load_policy(directory: str | Path, device: str | torch.device = "cpu") -> Po
         if unknown:
             raise CheckpointError(f"{config_path}: unknown {name} options {sorted(unknown)}")
         images = slots_from_json(meta.get("images"))
-        policy = cls(obs_dim, act_dim, cls.config_class(**meta["config"]), image_slots=images)
+        config = cls.config_class(**{**cls.config_class.absent_means, **meta["config"]})  # saved before an option
+        policy = cls(obs_dim, act_dim, config, image_slots=images)
         policy.env_id = meta.get("env_id")
         policy.env_spec_json = meta.get("env_spec")
         if meta.get("observation_space"):
