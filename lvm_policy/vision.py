@@ -4,11 +4,11 @@ An image is a ``Box`` of uint8 with 3 dimensions, (H, W, C) or (C, H, W) with C 
 ``Dict`` beside state entries. The flat observation keeps gymnasium's flatten order, so an image occupies
 H * W * C consecutive numbers (its pixels, 0-255). Every policy class reads observations through
 ``Policy.normalize_obs``; with images there this becomes: state entries normalised by their statistics, each image
-scaled by a constant (x / 255 - 0.5, no per-pixel statistics), shifted at random while training by up to 4
-pixels per 84 (DrQ's augmentation: replicate-pad, then crop; 2 pixels on a 32-pixel image), and encoded by a small
-conv net (or, with ``vision_encoder="resnet18"``, a ResNet-18 with GroupNorm and a spatial softmax). The class's own
-networks
-see the concatenated features, so every class learns from pixels without a line of its own.
+scaled by a constant (x / 255 - 0.5, no per-pixel statistics), optionally shifted at random while training
+(``image_shift``: DrQ's augmentation, replicate-pad then crop; off by default), and encoded by a small conv net
+(``vision_encoder``: a patchify stem by default, three stride-2 convolutions, or a ResNet-18 with GroupNorm and a
+spatial softmax). The class's own networks see the concatenated features, so every class learns from pixels
+without a line of its own.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class ConvEncoder(nn.Module):
     """(B, C, H, W) -> (B, F): three stride-2 3x3 convolutions with GroupNorm (as LeRobot's and Diffusion
     Policy's vision encoders use instead of BatchNorm, which mixes the samples of a batch), then a linear layer.
     Width 16 (then 32, 32 channels): at 1,024 images of 32 x 32 x 3 on one CPU thread it encodes 25,000 images/s
-    against 5,800 at width 32 (the twins' evaluation needs at least 20,000 env steps/s)."""
+    against 5,800 at width 32; ``PatchEncoder``, the default, 3.7x as many as this one (docs/performance.md)."""
 
     def __init__(self, chw: tuple[int, int, int], features: int, width: int = 16):
         super().__init__()

@@ -5,7 +5,7 @@ python scripts/collect_demos.py --task slalom                     # 3 trees, sid
 python scripts/collect_demos.py --task slalom --coupling same     # one side per episode: slalom/coupled-v0
 python scripts/collect_demos.py --task multigoal --goal-probs 0.4 0.3 0.2 0.1
 python scripts/collect_demos.py --task maze3 --route-probs 0.5 0.25 0.25   # MuJoCo PointMaze (needs .[maze])
-python scripts/collect_demos.py --task tree_avoid_pixels        # the camera's 32 x 32 RGB images as observations
+python scripts/collect_demos.py --task tree_avoid_pixels        # the camera's RGB images (3 x 32 x 32) as observations
 python scripts/collect_demos.py --episodes 200 --left-prob 0.7 --out /tmp/demos
 """
 
@@ -31,7 +31,7 @@ class Args:
     task: Literal["tree_avoid", "slalom", "multigoal", "maze2", "maze3", "tree_avoid_pixels", "slalom_pixels"] = (
         "tree_avoid"
     )
-    """which task's expert to play (the *_pixels tasks record the top-down camera, 32 x 32 RGB)"""
+    """which task's expert to play (the *_pixels tasks record the top-down camera, RGB 3 x 32 x 32)"""
     episodes: int = 1000
     """number of episodes"""
     seed: int = 0
