@@ -11,7 +11,6 @@ the scripts print it and exit non-zero.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass, field, replace
@@ -154,15 +153,6 @@ def _episode_info(infos: dict, key: str, index: int, default: float) -> float:
     return float(np.asarray(values)[index])
 
 
-def _jpeg_encoded(data_dir: Path) -> bool:
-    """Whether Minari stored the dataset's images JPEG-encoded (its default, also for datasets that predate the
-    ``jpeg_encoding`` key)."""
-    try:
-        return bool(json.loads((data_dir / "metadata.json").read_text()).get("jpeg_encoding", True))
-    except (OSError, ValueError):
-        return True
-
-
 def load_demonstrations(ref: str | Path, device: str | torch.device = "cpu") -> Demonstrations:
     """Read and validate a Minari dataset (folder or dataset id), return tensors on ``device``."""
     path = resolve_dataset(ref)
@@ -177,6 +167,8 @@ def load_demonstrations(ref: str | Path, device: str | torch.device = "cpu") -> 
             dataset = MinariDataset(data_dir)
             obs_space, act_space = dataset.observation_space, dataset.action_space
             env_spec = dataset.spec.env_spec
+            # Minari stores images JPEG-encoded unless told not to (versions without the option stored them raw)
+            jpeg = bool(getattr(dataset.storage, "jpeg_encoding", False))
             episodes = list(dataset.iterate_episodes())
     except Exception as exc:  # h5py, json and Minari raise many types on a damaged file
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -188,7 +180,7 @@ def load_demonstrations(ref: str | Path, device: str | torch.device = "cpu") -> 
         raise _fail(path, str(exc)) from None
     if len(episodes) == 0:
         raise _fail(path, "the dataset holds no episodes")
-    if image_slots(obs_space) and _jpeg_encoded(data_dir):
+    if jpeg and image_slots(obs_space):
         warnings.warn(
             f"{path}: its images are stored JPEG-encoded (Minari's default; lossy), so the policy learns from frames "
             "unlike the raw ones its env shows it; record with jpeg_encoding=False to keep them as they were",
