@@ -29,6 +29,7 @@ import json
 import math
 import sys
 import time
+import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
@@ -89,18 +90,24 @@ def row_spec(name: str) -> tuple[str, dict]:
     cls, options = ROWS[base]
     if not extra:
         return cls, options
-    defaults = {f.name: f.default for f in fields(policy_class(cls).config_class)}
+    config_class = policy_class(cls).config_class
+    defaults = {f.name: f.default for f in fields(config_class)}
+    hints = typing.get_type_hints(config_class)
     options = dict(options)
     for item in extra.split(","):
         key, sep, value = item.partition("=")
         if not sep or key not in defaults:
             raise ConfigError(f"--policies {name!r}: {item!r} is not option=value with an option of {cls}")
         kind = type(options.get(key, defaults[key]))
-        kind = float if kind is type(None) else kind  # an option that defaults by context (the lvm's beta)
+        if kind is type(None):  # an option that defaults to None: the type its annotation names beside None
+            kind = next(t for t in typing.get_args(hints[key]) if t is not type(None))
         try:
             if kind is bool and value.lower() not in ("true", "false"):
                 raise ValueError
-            options[key] = value.lower() == "true" if kind is bool else kind(value)
+            if value.lower() == "none" and type(None) in typing.get_args(hints[key]):
+                options[key] = None
+            else:
+                options[key] = value.lower() == "true" if kind is bool else kind(value)
         except ValueError:
             raise ConfigError(f"--policies {name!r}: {key} takes a {kind.__name__}, got {value!r}") from None
     return cls, options

@@ -272,6 +272,13 @@ def test_compare_rows_with_changed_options():
     episode = {"latent_scope": "episode", "action_horizon": 1, "action_steps": 1}
     assert module.row_spec("lvm-episode:beta=0.05") == ("lvm", {**episode, "beta": 0.05})
     assert module.run_name("lvm-episode:beta=0.05,latent_dim=1") == "lvm-episode-beta0.05-latent_dim1"
+    # an option that may be None takes the type its annotation names beside None, or None itself
+    assert module.row_spec("lvm:segment_steps=8,prior_refit=false") == (
+        "lvm",
+        {"segment_steps": 8, "prior_refit": False},
+    )
+    assert module.row_spec("lvm:segment_steps=none")[1]["segment_steps"] is None
+    assert type(module.row_spec("lvm:segment_steps=8")[1]["segment_steps"]) is int  # noqa: E721  not a float
     for bad, words in (("bet:num_bins=x", "takes a int"), ("bet:nope=1", "option=value"), ("zzz", "unknown row")):
         with pytest.raises(ConfigError, match=words):
             module.row_spec(bad)

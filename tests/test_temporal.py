@@ -257,6 +257,71 @@ def test_two_level_iwae_bound_is_above_the_elbo():
     assert bool((iwae >= elbo).all()), (iwae, elbo)
 
 
+def test_random_steps_draw_real_steps_without_replacement():
+    from lvm_policy.policies.latent import random_steps, take_steps
+
+    step = torch.ones(3, 10, dtype=torch.bool)
+    step[1, 4:] = False  # 4 real steps, fewer than k
+    step[2, 7:] = False
+    pick, valid = random_steps(step, 6)
+    assert pick.shape == valid.shape == (3, 6)
+    for b in range(3):
+        assert len(set(pick[b].tolist())) == 6  # no step twice
+        assert torch.equal(valid[b], step[b, pick[b]])
+    assert int(valid[1].sum()) == 4 and bool(valid[0].all()) and bool(valid[2].all())
+    x = torch.arange(3 * 10 * 2).reshape(3, 10, 2)
+    assert torch.equal(take_steps(x, pick)[2, 1], x[2, pick[2, 1]])
+
+
+def test_episode_steps_estimate_the_chunk_level_sums_without_bias():
+    """Segments cut to random steps, scaled by the episodes' lengths: on average the full episodes' chunk terms."""
+    from lvm_policy.policies.latent import random_steps, take_steps
+
+    p, obs, act, mask = hierarchical()
+    z_e, z_c = torch.randn(4, 2), torch.randn(4, 6, 2)
+    obs_n, step = p.normalize_obs(obs), mask[..., 0]
+    with torch.no_grad():
+        full_lik, full_kl, *_ = p.hierarchical_elbo_terms(obs_n, act, mask, z_e, z_c)
+        torch.manual_seed(1)
+        draws = []
+        for _ in range(3000):
+            pick, _ = random_steps(step, 3)
+            lik, kl, *_ = p.hierarchical_elbo_terms(
+                take_steps(obs_n, pick),
+                take_steps(act, pick),
+                take_steps(mask, pick),
+                z_e,
+                take_steps(z_c, pick),
+                steps=2,
+                lengths=step.sum(1),
+            )
+            draws.append(torch.stack([lik, kl]))
+    mean, sem = torch.stack(draws).mean(0), torch.stack(draws).std(0) / 3000**0.5
+    assert bool(((mean - torch.stack([full_lik, full_kl])).abs() <= 4 * sem + 1e-4).all()), (mean, full_lik, full_kl)
+
+
+def test_episode_steps_feed_the_networks_only_the_steps_drawn():
+    """The option's point: the per-step networks (a camera encoder among them) read B x episode_steps steps, not
+    every step; with episode_steps at least the episodes' length the loss is today's, number for number."""
+    p, obs, act, mask = hierarchical()
+    read = []
+    hook = p.episode_encoder.register_forward_hook(lambda m, i, o: read.append(i[0].shape[:-1]))
+    torch.manual_seed(3)
+    p.loss(obs, act, mask)
+    p.config.episode_steps = 2
+    p.loss(obs, act, mask)
+    hook.remove()
+    assert read == [(4, 6), (4, 2)]
+    p.config.episode_steps = None
+    torch.manual_seed(4)
+    everything = p.loss(obs, act, mask)[0]
+    p.config.episode_steps = 6
+    torch.manual_seed(4)
+    assert torch.equal(p.loss(obs, act, mask)[0], everything)
+    with pytest.raises(ValueError, match="episode_steps"):
+        LatentConfig(latent_scope="hierarchical", episode_steps=0).validate()
+
+
 @pytest.mark.parametrize("scope", ["chunk", "episode", "hierarchical"])
 def test_lvm_scopes_act_with_chunks_and_hold_the_episode_latent(scope):
     torch.manual_seed(0)

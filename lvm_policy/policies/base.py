@@ -309,8 +309,13 @@ class Policy(nn.Module):
         obs, act = self._flat(obs, act, 1 if self.segments_per_batch() is None else 2)
         obs_n = self.normalize_obs(obs)
         loss, logs = self._loss(obs_n, act) if mask is None else self._loss(obs_n, act, mask)
+        return loss, self._logged(loss, logs)
+
+    @staticmethod
+    def _logged(loss: torch.Tensor, logs: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The loss and the logged tensors as floats, in one host sync."""
         values = torch.stack([loss.detach()] + [v.detach().float().reshape(()) for v in logs.values()]).tolist()
-        return loss, dict(zip(["loss", *logs.keys()], values))
+        return dict(zip(["loss", *logs.keys()], values))
 
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """(B,) log-density of raw action chunks given windows (exact, or a lower bound for latent-variable

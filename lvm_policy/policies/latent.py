@@ -92,6 +92,20 @@ PRIOR_HOLE_TOLERANCE = 0.5
 HOLE_DRAWS = 2000  # prior draws of the hole test (one per training episode, at most this many)
 
 
+def random_steps(step: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """k steps of each episode drawn uniformly without replacement among its real ones: step mask (B, T) ->
+    indices (B, k) and whether each is a real step (B, k) (an episode shorter than k leaves picks on padding)."""
+    score = torch.where(step.bool(), torch.rand(step.shape, device=step.device), -1.0)  # random scores, top-k
+    pick = score.topk(k, dim=1).indices
+    return pick, step.gather(1, pick)
+
+
+def take_steps(x: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:
+    """x (B, T, ...) at the steps pick (B, K) -> (B, K, ...)."""
+    index = pick.reshape(*pick.shape, *([1] * (x.dim() - 2))).expand(*pick.shape, *x.shape[2:])
+    return x.gather(1, index)
+
+
 @dataclass
 class LatentConfig(PolicyConfig):
     # runs made before the refit existed had none
@@ -118,6 +132,11 @@ class LatentConfig(PolicyConfig):
     segment_steps: int | None = 16
     """hierarchical scope, training: the chunk level's terms of each episode are estimated on this many random steps
     (scaled to the episode's length: unbiased), the episode encoder reading every step; None: every step"""
+    episode_steps: int | None = None
+    """hierarchical scope, training: each minibatch episode is read at this many random steps (the episode encoder
+    pools them; the chunk level's segment_steps are drawn among them, scaled to the episode's length). A random
+    subset of steps is a stochastic encoder, so the ELBO stays a bound; it cuts the per-step networks' work, most of
+    it the camera encoder's on image observations. None: every step (the refit always reads every step)"""
     segment_batch: int = 32
     """episode scope: whole demonstration episodes per minibatch (Slalom, 1 thread: 16 -> 20 ms a step,
     32 -> 38 ms, 64 -> 81 ms; 32 keeps 6,000 steps near the 3-minute budget)"""
@@ -160,8 +179,9 @@ class LatentConfig(PolicyConfig):
                 "latent_scope must be step, chunk, episode or hierarchical and segment_batch >= 1, got "
                 f"{self.latent_scope}, {self.segment_batch}"
             )
-        if self.segment_steps is not None and self.segment_steps < 1:
-            raise ValueError(f"segment_steps must be >= 1 or None, got {self.segment_steps}")
+        for name in ("segment_steps", "episode_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
         if self.episode_beta < 0:
             raise ValueError(f"episode_beta must be >= 0, got {self.episode_beta}")
         if not 0 < self.min_std <= self.max_std:
@@ -593,7 +613,9 @@ class LatentPolicy(Policy):
         z = z_e.reshape(z_e.shape[0], *([1] * (obs_n.dim() - 2)), z_e.shape[-1]).expand(*obs_n.shape[:-1], -1)
         return torch.cat([obs_n, z], -1)
 
-    def hierarchical_elbo_terms(self, obs_n, act, mask, z_e=None, z_c=None, steps: int | None = None):
+    def hierarchical_elbo_terms(
+        self, obs_n, act, mask, z_e=None, z_c=None, steps: int | None = None, lengths: torch.Tensor | None = None
+    ):
         """The two-level ELBO's terms per segment, in normalised units: (sum_t log pi (B,), sum_t KL_c (B,),
         KL_e (B,), z_e (B, dz), the episode posterior mean (B, dz)). obs_n (B, T, O), act (B, T, D), mask (B, T)
         or (B, T, H). z_e (B, dz) and z_c (B, T, dz) are drawn by reparameterisation unless given; every KL is
@@ -601,7 +623,9 @@ class LatentPolicy(Policy):
         sum_t [log pi + log p(z_c) - log q(z_c)] + log p(z_e | s_0) - log q(z_e | tau).
 
         steps: estimate the sums over t from that many random steps of each episode, scaled by its length over
-        the steps drawn (unbiased; the episode encoder still reads every step); None: every step."""
+        the steps drawn (unbiased; the episode encoder still reads every step given); None: every step.
+        lengths (B,): the episodes' real lengths when the segments given are already random steps of them
+        (``episode_steps``): the sums over t are scaled to those lengths."""
         step, dm = self._segment_masks(mask)
         act_n = self.normalize_act(act)
         mu_e, lv_e = self.segment_posterior(obs_n, act_n, step, "episode_encoder", dm)
@@ -609,21 +633,14 @@ class LatentPolicy(Policy):
             z_e = mu_e + torch.exp(0.5 * lv_e) * torch.randn_like(mu_e)  # (B, dz)
         log_q_e = diag_gaussian_log_prob(z_e, mu_e, 0.5 * lv_e)  # (B,)
         kl_e = log_q_e - self.prior_log_prob(z_e[:, None], self.prior_params(obs_n[:, 0], self.episode_prior))[:, 0]
-        scale = None
+        scale = None if lengths is None else lengths / step.sum(1).clamp_min(1)  # (B,) length over steps given
         if steps is not None and steps < step.shape[1]:
-            # steps of each episode drawn uniformly without replacement among its real ones (random scores, top-k)
-            score = torch.where(step, torch.rand(step.shape, device=step.device), -1.0)
-            pick = score.topk(steps, dim=1).indices  # (B, K)
-            valid = step.gather(1, pick)  # (B, K): fewer real steps than K leave some picks on padding
-            scale = step.sum(1) / valid.sum(1).clamp_min(1)  # (B,) length over steps drawn
-            obs_n, act_n, step = (
-                obs_n.gather(1, pick[..., None].expand(-1, -1, obs_n.shape[-1])),
-                act_n.gather(1, pick[..., None].expand(-1, -1, act_n.shape[-1])),
-                valid,
-            )
-            dm = None if dm is None else dm.gather(1, pick[..., None].expand(-1, -1, dm.shape[-1]))
+            pick, valid = random_steps(step, steps)  # (B, K) each
+            scale = (step.sum(1) if lengths is None else lengths) / valid.sum(1).clamp_min(1)
+            obs_n, act_n, step = take_steps(obs_n, pick), take_steps(act_n, pick), valid
+            dm = None if dm is None else take_steps(dm, pick)
             if z_c is not None:
-                z_c = z_c.gather(1, pick[..., None].expand(-1, -1, z_c.shape[-1]))
+                z_c = take_steps(z_c, pick)
         B, T = step.shape
         cond = self._with_episode_latent(obs_n, z_e).reshape(B * T, -1)  # (B T, O + dz)
         flat_act = act_n.reshape(B * T, -1)
@@ -647,9 +664,28 @@ class LatentPolicy(Policy):
         log_lik, kl_c, kl_e, _, _ = self.hierarchical_elbo_terms(self.normalize_obs(obs), act, mask, z_e, z_c)
         return log_lik - kl_c - kl_e + self._segment_jacobian(mask)
 
-    def _hierarchical_loss(self, obs_n, act, mask):
-        log_lik, kl_c, kl_e, _, mu_e = self.hierarchical_elbo_terms(obs_n, act, mask, steps=self.config.segment_steps)
-        actions = self._actions(mask)
+    def loss(
+        self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        c = self.config
+        if mask is None or c.latent_scope != "hierarchical" or c.episode_steps is None:
+            return super().loss(obs, act, mask)
+        # Whole episodes (B, T, ...): keep episode_steps random steps of each before any network (the camera
+        # encoder included) reads them, and remember the episodes' lengths and action counts.
+        obs, act = self._flat(obs, act, 2)
+        step, _ = self._segment_masks(mask)
+        lengths, actions = step.sum(1), self._actions(mask)  # (B,), ()
+        if c.episode_steps < step.shape[1]:
+            pick, _ = random_steps(step, c.episode_steps)  # (B, K)
+            obs, act, mask = take_steps(obs, pick), take_steps(act, pick), take_steps(mask, pick)
+        loss, logs = self._hierarchical_loss(self.normalize_obs(obs), act, mask, lengths, actions)
+        return loss, self._logged(loss, logs)
+
+    def _hierarchical_loss(self, obs_n, act, mask, lengths=None, actions=None):
+        log_lik, kl_c, kl_e, _, mu_e = self.hierarchical_elbo_terms(
+            obs_n, act, mask, steps=self.config.segment_steps, lengths=lengths
+        )
+        actions = self._actions(mask) if actions is None else actions
         loss = -(log_lik - self.beta_now * kl_c - self._episode_beta_now() * kl_e).sum() / actions
         jac = self.act_log_jacobian() / self.horizon
         return loss, {
