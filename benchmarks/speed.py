@@ -55,7 +55,9 @@ from lvm_policy.train import TrainConfig, gradient_step, make_optimizer  # noqa:
 @dataclass
 class Args:
     tables: list[
-        Literal["rollout", "classes", "chunks", "variants", "latency", "generic", "training", "maze", "pixels"]
+        Literal[
+            "rollout", "classes", "chunks", "variants", "latency", "generic", "training", "maze", "pixels", "episodes"
+        ]
     ] = field(default_factory=lambda: ["rollout", "classes", "chunks", "latency", "generic", "training"])
     """which tables to print (variants: CUDA only; maze: needs the maze extra, not in the default list)"""
     device: Literal["cpu", "cuda"] = "cpu"
@@ -84,6 +86,12 @@ class Args:
     """pixels table: the encoders every class is measured with"""
     runs: Path = Path("runs/compare/tree_avoid")
     """run folders to read the time-to-target from"""
+    demos: list[Path] = field(
+        default_factory=lambda: [Path("demos/slalom_pixels/coupled-v0"), Path("demos/slalom/coupled-v0")]
+    )
+    """episodes table: the demonstration datasets the default lvm trains on"""
+    episode_steps: list[int | None] = field(default_factory=lambda: [None, 64, 32])
+    """episodes table: the lvm's --lvm.episode-steps values measured (None: every step)"""
 
 
 def _sync(device):
@@ -518,6 +526,61 @@ def chunks_table(args: Args) -> None:
         )
 
 
+def episodes_table(args: Args) -> None:
+    """The default lvm's gradient step on whole demonstration episodes (its two-level ELBO), reading every step of
+    each minibatch episode or --episode-steps random ones, on each dataset of --demos."""
+    from lvm_policy.data import load_demonstrations
+    from lvm_policy.policies.latent import LatentConfig
+    from lvm_policy.vision import image_slots
+
+    device = torch.device(args.device)
+    cfg = TrainConfig()
+    print(
+        f"\n### The lvm's gradient step on whole episodes, {device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads (batches of {LatentConfig.segment_batch} episodes)"
+    )
+    print("| demonstrations | observation | mean episode length | episode steps read | ms per step | vs every step |")
+    print("|---|---|---|---|---|---|")
+    for folder in args.demos:
+        demos = load_demonstrations(str(folder), device=device)
+        train_set, _ = demos.split(0.1, seed=0)
+        shape = "x".join(map(str, demos.observation_space.shape or ())) or "dict"
+        every = None
+        for k in args.episode_steps:
+            torch.manual_seed(0)
+            box = demos.action_space
+            policy = make_policy(
+                "lvm",
+                demos.obs.shape[1],
+                demos.act.shape[1],
+                LatentConfig(episode_steps=k),
+                box.low.tolist(),
+                box.high.tolist(),
+                image_slots=image_slots(demos.observation_space),
+            ).to(device)
+            c = policy.config
+            windows = train_set.windows(c.obs_horizon, c.action_horizon)
+            policy.fit_normalizer(train_set.obs, train_set.act, train_set.act[windows.act_index])
+            opt, _ = make_optimizer(policy, cfg)
+            gen = torch.Generator(device=device).manual_seed(0)
+
+            def run(steps=5):
+                for _ in range(steps):
+                    idx = torch.randint(train_set.num_episodes, (c.segment_batch,), device=device, generator=gen)
+                    obs, act, mask = windows.gather_episodes(train_set.obs, train_set.act, idx)
+                    gradient_step(policy, opt, obs, act, cfg.grad_clip, mask)
+
+            run(2)
+            ms = _median_time(run, args.repeats, device) / 5 * 1000
+            every = ms if k is None else every
+            ratio = f"{every / ms:.1f}x" if every is not None else ""
+            length = train_set.obs.shape[0] / train_set.num_episodes
+            print(
+                f"| {folder} | {shape} | {length:.0f} | {'every' if k is None else k} | {ms:.0f} | {ratio} |",
+                flush=True,
+            )
+
+
 if __name__ == "__main__":
     a = tyro.cli(Args)
     if a.device == "cuda" and not torch.cuda.is_available():
@@ -534,6 +597,7 @@ if __name__ == "__main__":
         "training": training_table,
         "maze": maze_table,
         "pixels": pixels_table,
+        "episodes": episodes_table,
     }
     for table in a.tables:
         tables[table](a)
