@@ -273,6 +273,13 @@ def test_sweep_sampling_table_and_bad_values(trained_run, tmp_path):
     assert_one_line_error(run(*args, "--option", "num_components", "--values", "2.5"), "whole numbers")
 
 
+def test_diagnose_slalom_choices_refuses_other_tasks_and_bad_values(trained_run):
+    """The diagnosis reads Slalom's observations: a TreeAvoid run and a bad distance fail with one line."""
+    script = "scripts/diagnose_slalom_choices.py"
+    assert_one_line_error(run(script, str(trained_run), "--episodes", "5"), "not a run on Slalom")
+    assert_one_line_error(run(script, str(trained_run), "--before", "0"), "--before")
+
+
 def test_chunked_policy_trains_saves_and_plays_through_both_paths(small_demos, tmp_path):
     """The temporal options through train_bc, the saved config, the batched evaluation and SB3's predict loop."""
     out = tmp_path / "chunked"

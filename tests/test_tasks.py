@@ -282,3 +282,41 @@ def test_compare_rows_with_changed_options():
     for bad, words in (("bet:num_bins=x", "takes a int"), ("bet:nope=1", "option=value"), ("zzz", "unknown row")):
         with pytest.raises(ConfigError, match=words):
             module.row_spec(bad)
+
+
+def _diagnose_slalom_module():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("diagnose_slalom_choices", "scripts/diagnose_slalom_choices.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_slalom_choices_read_sides_and_positions_from_observations():
+    module = _diagnose_slalom_module()
+    # (x, y, next tree's offset, distance to its row): tree 1 passed on the left, tree 2 on the right
+    path = np.array(
+        [[0.02, 0.0, 0.01, 3.0], [0.03, 2.0, 0.01, 1.0], [-0.4, 2.9, 0.01, 0.1], [-0.1, 3.1, -0.02, 3.4],
+         [-0.01, 5.6, -0.02, 0.9], [0.4, 6.4, -0.02, 0.1], [0.3, 6.6, 0.0, 3.4]]
+    )  # fmt: skip
+    sides, x_before = module.choices(path, before=1.0)
+    assert sides == [1, 0] and x_before == [0.03, -0.01]
+
+
+def test_slalom_expert_choices_are_independent_of_the_last_side_and_the_car():
+    """The diagnosis on the independent expert's own episodes: a side repeated half the time, and the same left share
+    whichever side of the centre the car is on (within sampling noise of 3 x 2,000 choices)."""
+    from envs.collect import rollout_expert
+    from envs.experts import SlalomExpertConfig
+
+    module = _diagnose_slalom_module()
+    played = rollout_expert(2000, seed=3, expert=SlalomExpertConfig(coupling="independent"), task="slalom")
+    row = module.summarise(played.observations, before=2.5, trees=3)
+    assert row["trees_passed"] == 6000
+    assert abs(row["repeat_rate"] - 0.5) < 0.04
+    assert abs(row["left_given_car_left_of_centre"] - row["left_given_car_right_of_centre"]) < 0.05
+    coupled = rollout_expert(500, seed=3, expert=SlalomExpertConfig(coupling="same"), task="slalom")
+    assert module.summarise(coupled.observations, before=2.5, trees=3)["repeat_rate"] == 1.0
