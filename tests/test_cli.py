@@ -273,11 +273,10 @@ def test_sweep_sampling_table_and_bad_values(trained_run, tmp_path):
     assert_one_line_error(run(*args, "--option", "num_components", "--values", "2.5"), "whole numbers")
 
 
-def test_diagnose_slalom_choices_refuses_other_tasks_and_bad_values(trained_run):
-    """The diagnosis reads Slalom's observations: a TreeAvoid run and a bad distance fail with one line."""
-    script = "scripts/diagnose_slalom_choices.py"
-    assert_one_line_error(run(script, str(trained_run), "--episodes", "5"), "not a run on Slalom")
-    assert_one_line_error(run(script, str(trained_run), "--before", "0"), "--before")
+def test_diagnose_slalom_choices_refuses_other_tasks(trained_run):
+    """The diagnosis reads Slalom's observations: a TreeAvoid run fails with one line."""
+    r = run("scripts/diagnose_slalom_choices.py", str(trained_run), "--episodes", "5")
+    assert_one_line_error(r, "not a run on Slalom")
 
 
 def test_chunked_policy_trains_saves_and_plays_through_both_paths(small_demos, tmp_path):
