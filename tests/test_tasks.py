@@ -174,15 +174,20 @@ def test_compare_baselines_end_to_end_reuses_only_matching_runs(tmp_path):
     assert "| out: success / mode TV / NLL / train s |" in summary and "| lvm-episode | " in summary
 
 
-def _compare_module():
+def _script_module(name: str):
+    """scripts/<name>.py imported as a module."""
     import importlib.util
     import sys
 
-    spec = importlib.util.spec_from_file_location("compare_baselines", "scripts/compare_baselines.py")
+    spec = importlib.util.spec_from_file_location(name, f"scripts/{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def _compare_module():
+    return _script_module("compare_baselines")
 
 
 def test_reuse_compares_options_by_the_value_they_take(tmp_path):
@@ -285,14 +290,7 @@ def test_compare_rows_with_changed_options():
 
 
 def _diagnose_slalom_module():
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location("diagnose_slalom_choices", "scripts/diagnose_slalom_choices.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return _script_module("diagnose_slalom_choices")
 
 
 def test_slalom_choices_read_sides_and_positions_from_observations():
