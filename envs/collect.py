@@ -229,7 +229,9 @@ def write_minari(
 
     spec = TASKS[task]
     name = dataset_id(task, variant)
-    out = Path(out)
+    # Absolute: Minari resolves a relative MINARI_DATASETS_PATH against itself a second time, so a relative --out
+    # (demos/mine/expert-v0) failed with a doubled path.
+    out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_root = Path(tempfile.mkdtemp(prefix=".collect-", dir=out.parent))
     try:

@@ -106,11 +106,11 @@ def test_missing_truncated_and_empty(tmp_path, small_demos):
 
 
 def test_collect_demos_cli(tmp_path):
-    out = tmp_path / "d"
-    r = subprocess.run(
+    out = tmp_path / "demos" / "d"
+    r = subprocess.run(  # a relative --out, from another working directory
         [
             sys.executable,
-            "scripts/collect_demos.py",
+            str(ROOT / "scripts" / "collect_demos.py"),
             "--episodes",
             "50",
             "--seed",
@@ -118,9 +118,9 @@ def test_collect_demos_cli(tmp_path):
             "--left-prob",
             "0.8",
             "--out",
-            str(out),
+            "demos/d",
         ],
-        cwd=ROOT,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
     )
