@@ -257,6 +257,48 @@ def test_two_level_iwae_bound_is_above_the_elbo():
     assert bool((iwae >= elbo).all()), (iwae, elbo)
 
 
+def test_codebook_level_elbo_is_the_nearest_code_term_and_below_the_exact_marginal():
+    from lvm_policy.nets import diag_gaussian_log_prob
+
+    p, obs, act, mask = hierarchical(chunk_latent="codebook", codebook_size=5)
+    assert bool(p.codebook.abs().sum() > 0)  # the k-means centres of the training chunks
+    z_e = torch.randn(4, 2)
+    with torch.no_grad():
+        obs_n, act_n = p.normalize_obs(obs), p.normalize_act(act)
+        log_lik, kl_c, *_ = p.hierarchical_elbo_terms(obs_n, act, mask, z_e)
+        step, keep = mask[..., 0], p.dim_mask(mask)
+        lik, kl, exact = torch.zeros(4), torch.zeros(4), torch.zeros(4)
+        for b in range(4):
+            for t in range(6):
+                if not step[b, t]:
+                    continue
+                cond = torch.cat([obs_n[b, t], z_e[b]])[None]
+                log_w, mean, log_std = p.code_decode(cond)
+                k = int(((act_n[b, t] - p.codebook) ** 2).sum(-1).argmin())  # the nearest centre
+                lik[b] += diag_gaussian_log_prob(act_n[b, t], mean[0, k], log_std[0, k], keep[b, t])
+                kl[b] -= log_w[0, k]
+                exact[b] += p.codebook_log_lik(cond, act_n[b, t][None], keep[b, t][None])[0]
+    torch.testing.assert_close(log_lik, lik, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(kl_c, kl, atol=1e-4, rtol=1e-5)
+    assert bool((exact >= lik - kl - 1e-4).all())  # one code's joint density is below the sum over codes
+
+
+def test_codebook_level_iwae_is_above_the_elbo_and_acting_plays_a_code():
+    p, obs, act, mask = hierarchical(chunk_latent="codebook", codebook_size=5)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        elbo = torch.stack([p.hierarchical_elbo(obs, act, mask) for _ in range(64)]).mean(0)
+        iwae = p.segment_iwae(p.normalize_obs(obs), act, mask, 64)
+        assert bool((iwae >= elbo).all()), (iwae, elbo)
+        p.eval()
+        p.reset(None)
+        chunk = p.sample(obs[:, 0], 3)  # (B, n, H * A)
+        first = p.act(obs[:, 0, -3:], deterministic=True)  # (B, A): the first action of a code's mean chunk
+    assert chunk.shape == (4, 3, 8) and bool(torch.isfinite(chunk).all()) and first.shape == (4, 2)
+    with pytest.raises(ValueError, match="codebook"):
+        LatentConfig(latent_scope="chunk", chunk_latent="codebook").validate()
+
+
 def test_random_steps_draw_real_steps_without_replacement():
     from lvm_policy.policies.latent import random_steps, take_steps
 

@@ -137,6 +137,13 @@ class LatentConfig(PolicyConfig):
     pools them; the chunk level's segment_steps are drawn among them, scaled to the episode's length). A random
     subset of steps is a stochastic encoder, so the ELBO stays a bound; it cuts the per-step networks' work, most of
     it the camera encoder's on image observations. None: every step (the refit always reads every step)"""
+    chunk_latent: Literal["gaussian", "codebook"] = "gaussian"
+    """hierarchical scope: the chunk latent z_c. gaussian: continuous, q(z_c | window, chunk, z_e) and a mixture prior;
+    codebook: discrete, the nearest of ``codebook_size`` k-means centres of the training chunks (a deterministic
+    posterior, as VQ-BeT's tokens), a categorical prior p(k | window, z_e) and a Gaussian decoder around the centre
+    (see ``codebook_terms``)"""
+    codebook_size: int = 64
+    """chunk_latent codebook: k-means centres of the normalised training chunks (BeT's 64 bins)"""
     segment_batch: int = 32
     """episode scope: whole demonstration episodes per minibatch (Slalom, 1 thread: 16 -> 20 ms a step,
     32 -> 38 ms, 64 -> 81 ms; 32 keeps 6,000 steps near the 3-minute budget)"""
@@ -188,6 +195,13 @@ class LatentConfig(PolicyConfig):
             raise ValueError(f"need 0 < min_std <= max_std, got {self.min_std}, {self.max_std}")
         if self.prior_scale < 0:
             raise ValueError(f"prior_scale must be >= 0, got {self.prior_scale}")
+        if self.chunk_latent not in ("gaussian", "codebook") or self.codebook_size < 1:
+            raise ValueError(
+                f"chunk_latent must be gaussian or codebook and codebook_size >= 1, got {self.chunk_latent!r}, "
+                f"{self.codebook_size}"
+            )
+        if self.chunk_latent == "codebook" and self.latent_scope != "hierarchical":
+            raise ValueError(f"chunk_latent codebook needs latent_scope hierarchical, got {self.latent_scope!r}")
 
     @property
     def final_beta(self) -> float:
@@ -226,13 +240,20 @@ class LatentPolicy(Policy):
             episode_head = torch.nn.Linear(c.hidden_dim, 2 * dz)
         if c.latent_scope == "episode":
             self.encoder, self.encoder_head = episode_encoder, episode_head
-        else:
+        elif c.chunk_latent == "gaussian":
             self.encoder = mlp(cond + D, 2 * dz, c.hidden_dim, c.num_layers)
+        else:  # codebook: the posterior is the nearest centre
+            self.encoder = None
         if c.latent_scope == "hierarchical":
             self.episode_encoder, self.episode_encoder_head = episode_encoder, episode_head
             self.episode_prior = prior_net(W)
-        self.decoder = mlp(cond + dz, 2 * D, c.hidden_dim, c.num_layers)
-        self.prior = prior_net(cond)
+        if c.chunk_latent == "codebook":  # z_c is a code: the prior is logits, the decoder an offset per code
+            self.decoder = mlp(cond, c.codebook_size * 2 * D, c.hidden_dim, c.num_layers)
+            self.prior = mlp(cond, c.codebook_size, c.hidden_dim, c.num_layers)
+            self.register_buffer("codebook", torch.zeros(c.codebook_size, D))  # normalised chunk units
+        else:
+            self.decoder = mlp(cond + dz, 2 * D, c.hidden_dim, c.num_layers)
+            self.prior = prior_net(cond)
         self.beta_now = c.final_beta if c.beta_warmup_steps == 0 else 0.0
         self._held_z: torch.Tensor | None = None  # (N, dz) latent held for the current episode
         self._held_valid: torch.Tensor | None = None  # (N,) bool: does _held_z belong to this episode?
@@ -427,6 +448,53 @@ class LatentPolicy(Policy):
         # noise of a dimension that is nearly constant, and z would be forced to encode that noise.
         log_scale = self.act_log_half_width() - torch.log(self.act_std).repeat(self.horizon)  # (H * A,)
         return mean, bounded_log_std(raw, self.config.min_std, self.config.max_std) + log_scale
+
+    # ------------------------------------------------------------------------------ codebook chunks
+    @torch.no_grad()
+    def fit_normalizer(self, obs: torch.Tensor, act: torch.Tensor, chunks: torch.Tensor | None = None) -> None:
+        """Normalisers, then with ``chunk_latent="codebook"`` the k-means centres of the normalised training chunks
+        (N, H, A) (the actions when H = 1), seeded with 0 like BeT's bins."""
+        super().fit_normalizer(obs, act, chunks)
+        if self.config.chunk_latent == "codebook":
+            data = act if chunks is None else chunks.reshape(chunks.shape[0], -1)
+            centres = kmeans(self.normalize_act(data), self.config.codebook_size, seed=0)
+            self.codebook.zero_()
+            self.codebook[: centres.shape[0]] = centres.to(self.codebook.device)
+
+    def code_decode(self, cond: torch.Tensor):
+        """The codebook decoder: conditions (B, C) -> code logits (B, K), chunk means (B, K, D) (centre plus a
+        per-code offset) and log-stds (B, K, D), normalised units."""
+        K, D = self.config.codebook_size, self.chunk_dim
+        offset, raw = self.decoder(cond).reshape(-1, K, 2, D).unbind(2)  # (B, K, D) each
+        log_scale = self.act_log_half_width() - torch.log(self.act_std).repeat(self.horizon)  # (D,)
+        log_std = bounded_log_std(raw, self.config.min_std, self.config.max_std) + log_scale
+        return torch.log_softmax(self.prior(cond), -1), self.codebook + offset, log_std
+
+    def codebook_terms(self, cond: torch.Tensor, act_n: torch.Tensor, dim_mask=None):
+        """The codebook level's ELBO terms: (log pi(chunk | c, k*) (B,), log p(k* | c) (B,)) at the nearest centre k*
+        of each normalised chunk act_n (B, D). q(k | chunk) puts all its mass on k*, so its entropy is 0, the KL to
+        the prior is -log p(k* | c), and log pi(chunk | c, k*) + log p(k* | c) <= log sum_k p(k | c) pi(chunk | c, k):
+        a bound, like the Gaussian level's. The nearest centre is found on the whole chunk, padding included (the
+        centres are of padded chunks too); the likelihood counts the kept actions only."""
+        log_w, mean, log_std = self.code_decode(cond)
+        k = torch.cdist(act_n, self.codebook).argmin(1)  # (B,) the posterior's code
+        pick = k[:, None, None].expand(-1, 1, act_n.shape[-1])
+        log_lik = diag_gaussian_log_prob(act_n, mean.gather(1, pick)[:, 0], log_std.gather(1, pick)[:, 0], dim_mask)
+        return log_lik, log_w.gather(1, k[:, None])[:, 0]
+
+    def codebook_log_lik(self, cond: torch.Tensor, act_n: torch.Tensor, dim_mask=None) -> torch.Tensor:
+        """(B,) log pi(chunk | c) = log sum_k p(k | c) pi(chunk | c, k): the codebook level's exact marginal."""
+        log_w, mean, log_std = self.code_decode(cond)
+        dm = None if dim_mask is None else dim_mask[:, None]
+        return torch.logsumexp(log_w + diag_gaussian_log_prob(act_n[:, None], mean, log_std, dm), -1)
+
+    def code_sample(self, cond: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """(B, D) normalised chunks: code k ~ p(k | c), then its decoder mean (and its noise unless deterministic)."""
+        log_w, mean, log_std = self.code_decode(cond)
+        k = categorical_sample(log_w, 1)  # (B, 1)
+        pick = k[..., None].expand(-1, 1, mean.shape[-1])
+        mu = mean.gather(1, pick)[:, 0]
+        return mu if deterministic else mu + log_std.gather(1, pick)[:, 0].exp() * torch.randn_like(mu)
 
     # ------------------------------------------------------------------------------------ training
     def on_train_step(self, step: int) -> None:
@@ -645,14 +713,18 @@ class LatentPolicy(Policy):
         cond = self._with_episode_latent(obs_n, z_e).reshape(B * T, -1)  # (B T, O + dz)
         flat_act = act_n.reshape(B * T, -1)
         flat_keep = None if dm is None else dm.reshape(B * T, -1)
-        mu_c, lv_c = self.posterior(cond, flat_act, flat_keep)  # (B T, dz)
-        if z_c is None:
-            z_c = mu_c + torch.exp(0.5 * lv_c) * torch.randn_like(mu_c)
-        z_c = z_c.reshape(B * T, -1)
-        mean, log_std = self.decode(cond, z_c)
-        log_lik = diag_gaussian_log_prob(flat_act, mean, log_std, flat_keep)
-        log_q_c = diag_gaussian_log_prob(z_c, mu_c, 0.5 * lv_c)
-        kl_c = log_q_c - self.prior_log_prob(z_c[:, None], self.prior_params(cond))[:, 0]  # (B T,)
+        if self.config.chunk_latent == "codebook":  # z_c is the nearest code: no draw, KL = -log p(k*)
+            log_lik, log_p_code = self.codebook_terms(cond, flat_act, flat_keep)  # (B T,) each
+            kl_c = -log_p_code
+        else:
+            mu_c, lv_c = self.posterior(cond, flat_act, flat_keep)  # (B T, dz)
+            if z_c is None:
+                z_c = mu_c + torch.exp(0.5 * lv_c) * torch.randn_like(mu_c)
+            z_c = z_c.reshape(B * T, -1)
+            mean, log_std = self.decode(cond, z_c)
+            log_lik = diag_gaussian_log_prob(flat_act, mean, log_std, flat_keep)
+            log_q_c = diag_gaussian_log_prob(z_c, mu_c, 0.5 * lv_c)
+            kl_c = log_q_c - self.prior_log_prob(z_c[:, None], self.prior_params(cond))[:, 0]  # (B T,)
         w = step.to(log_lik.dtype)
         log_lik, kl_c = (log_lik.reshape(B, T) * w).sum(1), (kl_c.reshape(B, T) * w).sum(1)
         if scale is not None:
@@ -717,7 +789,10 @@ class LatentPolicy(Policy):
         ).reshape(B * k * T, -1)
         acts = act_n[:, None].expand(B, k, T, act_n.shape[-1]).reshape(B * k * T, -1)
         dms = None if dm is None else dm[:, None].expand(B, k, T, dm.shape[-1]).reshape(B * k * T, -1)
-        per_step = self.iwae_normalized(cond, acts, CHUNK_IWAE_SAMPLES, dms).reshape(B, k, T)
+        if self.config.chunk_latent == "codebook":  # the discrete level's marginal is exact
+            per_step = self.codebook_log_lik(cond, acts, dms).reshape(B, k, T)
+        else:
+            per_step = self.iwae_normalized(cond, acts, CHUNK_IWAE_SAMPLES, dms).reshape(B, k, T)
         log_lik = (per_step * step[:, None].to(per_step.dtype)).sum(-1)  # (B, K)
         return torch.logsumexp(log_lik + log_p - log_q, dim=1) - math.log(k) + self._segment_jacobian(mask)
 
@@ -740,6 +815,9 @@ class LatentPolicy(Policy):
         if self.config.latent_scope == "hierarchical":
             z_e = self._prior_sample(obs_n, n, self.episode_prior)  # (B, n, dz)
             cond = torch.cat([obs_n[:, None].expand(-1, n, -1), z_e], -1)  # (B, n, O + dz)
+            if self.config.chunk_latent == "codebook":
+                chunks = self.code_sample(cond.reshape(-1, cond.shape[-1]))  # (B n, D)
+                return self.denormalize_act(chunks.reshape(obs_n.shape[0], n, -1))
             z = self._prior_sample(cond.reshape(-1, cond.shape[-1]), 1)[:, 0].reshape(obs_n.shape[0], n, -1)
             mean, log_std = self.decode(cond, z)
             return self.denormalize_act(mean + log_std.exp() * torch.randn_like(mean))
@@ -785,6 +863,8 @@ class LatentPolicy(Policy):
     def _act(self, obs_n, deterministic, rows=None):
         if self.config.latent_scope == "hierarchical":  # z_e held for the episode, z_c fresh at each prediction
             cond = torch.cat([obs_n, self._acting_latent(obs_n, rows, self.episode_prior)], -1)
+            if self.config.chunk_latent == "codebook":
+                return self.denormalize_act(self.code_sample(cond, deterministic))
             z = self._prior_sample(cond, 1)[:, 0]
             mean, log_std = self.decode(cond, z)
         else:
