@@ -208,6 +208,7 @@ def test_bad_temporal_options_are_refused():
 # ------------------------------------------------------------------------------------ the two-level lvm
 def hierarchical(**options):
     torch.manual_seed(0)
+    options = {"chunk_latent": "gaussian", **options}  # the continuous chunk level unless asked
     cfg = LatentConfig(latent_scope="hierarchical", **CHUNKED, **options)
     p = make_policy("lvm", 3, 2, cfg)
     obs, act = torch.randn(4, 6, 2, 3), torch.rand(4, 6, 4, 2) * 2 - 1
@@ -390,7 +391,7 @@ def test_episode_latents_can_be_drawn_from_a_bank_of_posteriors():
     from lvm_policy.policies.latent import LatentConfig
 
     torch.manual_seed(0)
-    policy = make_policy("lvm", 3, 2, LatentConfig(latent_scope="hierarchical")).eval()
+    policy = make_policy("lvm", 3, 2, LatentConfig(latent_scope="hierarchical", chunk_latent="gaussian")).eval()
     dz = policy.config.latent_dim
     bank = (torch.full((4, dz), 5.0), torch.full((4, dz), -20.0))  # four codes at 5, std 4.5e-5
     obs_n = torch.randn(16, policy.in_dim)

@@ -47,7 +47,14 @@ pi(chunk | window, z_c, z_e). On whole episodes (a chunk at every step t),
                       - beta * KL(q(z_c,t | w_t, chunk_t, z_e) || p(z_c,t | w_t, z_e)) ]
                 - episode_beta * KL(q(z_e | tau) || p(z_e | s_0)),
 
-the mixture KLs estimated at the reparameterised samples. At test time z_e ~ p(z_e | s_0) is drawn at reset and
+the mixture KLs estimated at the reparameterised samples. With ``chunk_latent="codebook"`` (the default there) z_c
+is discrete: the index k of the nearest of K k-means centres c_k of the training chunks (VQ-BeT's tokens, with BeT's
+offsets), with a categorical prior p(k | w, z_e) and the decoder N(chunk; c_k + o_k(w, z_e), diag sigma_k(w, z_e)^2).
+The posterior puts all its mass on the nearest k*, so the chunk term is log pi(chunk | w, k*, z_e) + log p(k* | w, z_e),
+a bound on the exact marginal log sum_k p(k | w, z_e) pi(chunk | w, k, z_e), which the held-out bound uses. Unlike
+the continuous z_c, whose codes for "left" are shared by the chunks before and after a decision line, each code
+belongs to one shape of chunk, so the prior's share of a side before the line is not pulled by the chunks after it
+(docs/results.md, "Choosing the default lvm"). At test time z_e ~ p(z_e | s_0) is drawn at reset and
 held; z_c ~ p(z_c | window, z_e) at every prediction. z_e carries the coupled choices (which side at every tree),
 z_c the independent ones (this tree's side). The held-out bound is a nested IWAE: ``iwae_samples`` draws of z_e,
 each step's likelihood given z_e estimated by ``CHUNK_IWAE_SAMPLES`` draws of z_c (an unbiased estimate inside
@@ -78,11 +85,12 @@ from lvm_policy.nets import (
 from lvm_policy.policies.base import Policy, PolicyConfig, register_policy
 
 EPISODE_BETA = 0.2  # default KL weight of the episode scope (see LatentConfig.beta)
-# Hierarchical scope: the chunk latent's KL weight (the true ELBO's 1) and the episode latent's (the episode
-# scope's 0.2). Measured on Slalom, seed 0 (docs/results.md, "Choosing the default lvm"): an episode weight of 1
-# brings back the episode scope's prior hole on coupled sides (success 0.68), and lower chunk weights make the car
-# hesitate.
-HIERARCHICAL_BETA, HIERARCHICAL_EPISODE_BETA = 1.0, EPISODE_BETA
+# Hierarchical scope: the chunk latent's KL weight (the true ELBO's 1) and the episode latent's. Every step's chunk
+# pays for a decision it covers, so a choice costs the chunk level about H times its bits and the episode level once
+# times episode_beta: the episode weight sets which choices the episode latent takes. Measured with the codebook
+# chunk level on Slalom, seed 0 (docs/results.md, "Choosing the default lvm"): at 0.2 the episode latent also takes
+# independent sides and couples them (route TV 0.20); at 12 it drops coupled sides (TV 0.48); 4 keeps both.
+HIERARCHICAL_BETA, HIERARCHICAL_EPISODE_BETA = 1.0, 4.0
 CHUNK_IWAE_SAMPLES = 8  # hierarchical scope: inner draws of z_c per step in the held-out bound
 PRIOR_REFIT_STEPS = 300  # full-batch Adam steps of the episode prior's refit (refit_episode_prior)
 # Share of a prior's draws in holes of the aggregate posterior above which the refit replaces it. Measured on the 12
@@ -108,8 +116,8 @@ def take_steps(x: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class LatentConfig(PolicyConfig):
-    # runs made before the refit existed had none
-    absent_means: ClassVar[dict] = {**PolicyConfig.absent_means, "prior_refit": False}
+    # runs made before the refit existed had none; before the codebook, every chunk latent was Gaussian
+    absent_means: ClassVar[dict] = {**PolicyConfig.absent_means, "prior_refit": False, "chunk_latent": "gaussian"}
 
     latent_dim: int = 2
     """dimension of z"""
@@ -137,11 +145,12 @@ class LatentConfig(PolicyConfig):
     pools them; the chunk level's segment_steps are drawn among them, scaled to the episode's length). A random
     subset of steps is a stochastic encoder, so the ELBO stays a bound; it cuts the per-step networks' work, most of
     it the camera encoder's on image observations. None: every step (the refit always reads every step)"""
-    chunk_latent: Literal["gaussian", "codebook"] = "gaussian"
+    chunk_latent: Literal["gaussian", "codebook"] | None = None
     """hierarchical scope: the chunk latent z_c. gaussian: continuous, q(z_c | window, chunk, z_e) and a mixture prior;
     codebook: discrete, the nearest of ``codebook_size`` k-means centres of the training chunks (a deterministic
     posterior, as VQ-BeT's tokens), a categorical prior p(k | window, z_e) and a Gaussian decoder around the centre
-    (see ``codebook_terms``)"""
+    (see ``codebook_terms``). None: codebook in the hierarchical scope (its chunk level learns calibrated choices:
+    docs/results.md, "Choosing the default lvm"), gaussian in the others"""
     codebook_size: int = 64
     """chunk_latent codebook: k-means centres of the normalised training chunks (BeT's 64 bins)"""
     segment_batch: int = 32
@@ -195,7 +204,7 @@ class LatentConfig(PolicyConfig):
             raise ValueError(f"need 0 < min_std <= max_std, got {self.min_std}, {self.max_std}")
         if self.prior_scale < 0:
             raise ValueError(f"prior_scale must be >= 0, got {self.prior_scale}")
-        if self.chunk_latent not in ("gaussian", "codebook") or self.codebook_size < 1:
+        if self.chunk_latent not in (None, "gaussian", "codebook") or self.codebook_size < 1:
             raise ValueError(
                 f"chunk_latent must be gaussian or codebook and codebook_size >= 1, got {self.chunk_latent!r}, "
                 f"{self.codebook_size}"
@@ -210,8 +219,15 @@ class LatentConfig(PolicyConfig):
             return self.beta
         return {"episode": EPISODE_BETA, "hierarchical": HIERARCHICAL_BETA}.get(self.latent_scope, 1.0)
 
+    @property
+    def chunk_level(self) -> str:
+        """The chunk latent's kind: the option, or its scope's default."""
+        if self.chunk_latent is not None:
+            return self.chunk_latent
+        return "codebook" if self.latent_scope == "hierarchical" else "gaussian"
+
     def effective(self) -> LatentConfig:
-        return replace(self, beta=self.final_beta)
+        return replace(self, beta=self.final_beta, chunk_latent=self.chunk_level)
 
 
 @register_policy
@@ -240,14 +256,14 @@ class LatentPolicy(Policy):
             episode_head = torch.nn.Linear(c.hidden_dim, 2 * dz)
         if c.latent_scope == "episode":
             self.encoder, self.encoder_head = episode_encoder, episode_head
-        elif c.chunk_latent == "gaussian":
+        elif c.chunk_level == "gaussian":
             self.encoder = mlp(cond + D, 2 * dz, c.hidden_dim, c.num_layers)
         else:  # codebook: the posterior is the nearest centre
             self.encoder = None
         if c.latent_scope == "hierarchical":
             self.episode_encoder, self.episode_encoder_head = episode_encoder, episode_head
             self.episode_prior = prior_net(W)
-        if c.chunk_latent == "codebook":  # z_c is a code: the prior is logits, the decoder an offset per code
+        if c.chunk_level == "codebook":  # z_c is a code: the prior is logits, the decoder an offset per code
             self.decoder = mlp(cond, c.codebook_size * 2 * D, c.hidden_dim, c.num_layers)
             self.prior = mlp(cond, c.codebook_size, c.hidden_dim, c.num_layers)
             self.register_buffer("codebook", torch.zeros(c.codebook_size, D))  # normalised chunk units
@@ -455,8 +471,9 @@ class LatentPolicy(Policy):
         """Normalisers, then with ``chunk_latent="codebook"`` the k-means centres of the normalised training chunks
         (N, H, A) (the actions when H = 1), seeded with 0 like BeT's bins."""
         super().fit_normalizer(obs, act, chunks)
-        if self.config.chunk_latent == "codebook":
-            data = act if chunks is None else chunks.reshape(chunks.shape[0], -1)
+        if self.config.chunk_level == "codebook":
+            # without chunks, each action held for the chunk's H steps
+            data = act.repeat(1, self.horizon) if chunks is None else chunks.reshape(chunks.shape[0], -1)
             centres = kmeans(self.normalize_act(data), self.config.codebook_size, seed=0)
             self.codebook.zero_()
             self.codebook[: centres.shape[0]] = centres.to(self.codebook.device)
@@ -713,7 +730,7 @@ class LatentPolicy(Policy):
         cond = self._with_episode_latent(obs_n, z_e).reshape(B * T, -1)  # (B T, O + dz)
         flat_act = act_n.reshape(B * T, -1)
         flat_keep = None if dm is None else dm.reshape(B * T, -1)
-        if self.config.chunk_latent == "codebook":  # z_c is the nearest code: no draw, KL = -log p(k*)
+        if self.config.chunk_level == "codebook":  # z_c is the nearest code: no draw, KL = -log p(k*)
             log_lik, log_p_code = self.codebook_terms(cond, flat_act, flat_keep)  # (B T,) each
             kl_c = -log_p_code
         else:
@@ -789,7 +806,7 @@ class LatentPolicy(Policy):
         ).reshape(B * k * T, -1)
         acts = act_n[:, None].expand(B, k, T, act_n.shape[-1]).reshape(B * k * T, -1)
         dms = None if dm is None else dm[:, None].expand(B, k, T, dm.shape[-1]).reshape(B * k * T, -1)
-        if self.config.chunk_latent == "codebook":  # the discrete level's marginal is exact
+        if self.config.chunk_level == "codebook":  # the discrete level's marginal is exact
             per_step = self.codebook_log_lik(cond, acts, dms).reshape(B, k, T)
         else:
             per_step = self.iwae_normalized(cond, acts, CHUNK_IWAE_SAMPLES, dms).reshape(B, k, T)
@@ -815,7 +832,7 @@ class LatentPolicy(Policy):
         if self.config.latent_scope == "hierarchical":
             z_e = self._prior_sample(obs_n, n, self.episode_prior)  # (B, n, dz)
             cond = torch.cat([obs_n[:, None].expand(-1, n, -1), z_e], -1)  # (B, n, O + dz)
-            if self.config.chunk_latent == "codebook":
+            if self.config.chunk_level == "codebook":
                 chunks = self.code_sample(cond.reshape(-1, cond.shape[-1]))  # (B n, D)
                 return self.denormalize_act(chunks.reshape(obs_n.shape[0], n, -1))
             z = self._prior_sample(cond.reshape(-1, cond.shape[-1]), 1)[:, 0].reshape(obs_n.shape[0], n, -1)
@@ -863,7 +880,7 @@ class LatentPolicy(Policy):
     def _act(self, obs_n, deterministic, rows=None):
         if self.config.latent_scope == "hierarchical":  # z_e held for the episode, z_c fresh at each prediction
             cond = torch.cat([obs_n, self._acting_latent(obs_n, rows, self.episode_prior)], -1)
-            if self.config.chunk_latent == "codebook":
+            if self.config.chunk_level == "codebook":
                 return self.denormalize_act(self.code_sample(cond, deterministic))
             z = self._prior_sample(cond, 1)[:, 0]
             mean, log_std = self.decode(cond, z)
