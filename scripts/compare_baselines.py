@@ -106,6 +106,11 @@ def row_spec(name: str) -> tuple[str, dict]:
                 raise ValueError
             if value.lower() == "none" and type(None) in typing.get_args(hints[key]):
                 options[key] = None
+            elif typing.get_origin(kind) is typing.Literal:  # one of the names it lists
+                if value not in typing.get_args(kind):
+                    choices = ", ".join(map(str, typing.get_args(kind)))
+                    raise ConfigError(f"--policies {name!r}: {key} takes one of {choices}, got {value!r}")
+                options[key] = value
             else:
                 options[key] = value.lower() == "true" if kind is bool else kind(value)
         except ValueError:

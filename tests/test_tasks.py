@@ -284,7 +284,14 @@ def test_compare_rows_with_changed_options():
     )
     assert module.row_spec("lvm:segment_steps=none")[1]["segment_steps"] is None
     assert type(module.row_spec("lvm:segment_steps=8")[1]["segment_steps"]) is int  # noqa: E721  not a float
-    for bad, words in (("bet:num_bins=x", "takes a int"), ("bet:nope=1", "option=value"), ("zzz", "unknown row")):
+    # a Literal beside None takes one of the names it lists
+    assert module.row_spec("lvm:chunk_latent=gaussian")[1] == {"chunk_latent": "gaussian"}
+    for bad, words in (
+        ("bet:num_bins=x", "takes a int"),
+        ("bet:nope=1", "option=value"),
+        ("zzz", "unknown row"),
+        ("lvm:chunk_latent=discrete", "one of gaussian, codebook"),
+    ):
         with pytest.raises(ConfigError, match=words):
             module.row_spec(bad)
 
