@@ -136,7 +136,9 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     if cache.is_file():
         stored = json.loads(cache.read_text())
         if stored.get("key") == key and stored.get("trained") == _trained_stamp(run):
-            return dict(records=stored["records"], panels=_read_panels(run), training=how, evaluation="cached")
+            # the same run may be asked for under another row name (an option spelled out that equals its default)
+            records = [{**r, "policy": spec.row, **spec.extra} for r in stored["records"]]
+            return dict(records=records, panels=_read_panels(run), training=how, evaluation="cached")
     records, panels = _evaluate_run(spec)
     _write_panels(run, panels)
     cache.write_text(json.dumps(dict(key=key, trained=_trained_stamp(run), records=records)))

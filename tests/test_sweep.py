@@ -222,3 +222,25 @@ def test_compare_reports_a_failed_run_and_writes_the_others(tmp_path, monkeypatc
     assert "| gmm | sampled |" in table
     ends = [e for e in _events(tmp_path / "out" / "sweep.jsonl") if e["event"] == "end"]
     assert {e["run"]: e["outcome"] for e in ends} == {"out/gmm-seed0": "ok", "out/flow-seed0": "failed"}
+
+
+def test_a_cached_evaluation_takes_the_row_name_it_is_asked_under(tmp_path, capsys):
+    """A finished run asked for under another row name that means the same options (a default spelled out) is
+    reused with its cached evaluation, and its records carry the row asked for."""
+    from envs.collect import collect
+    from tests.test_tasks import _compare_module
+
+    collect(tmp_path / "demos", episodes=60, seed=0, task="multigoal")
+    module = _compare_module()
+
+    def compare(row: str) -> list[dict]:
+        common = dict(demos=str(tmp_path / "demos"), seeds=[0], steps=20, episodes=20, device="cpu", ray=False)
+        module.main(module.Args(policies=[row], runs=tmp_path / "runs", out=tmp_path / "out", **common))
+        return json.loads((tmp_path / "out" / "results.json").read_text())
+
+    assert {r["policy"] for r in compare("gmm")} == {"gmm"}
+    (tmp_path / "runs" / "gmm-seed0").rename(tmp_path / "runs" / "gmm-num_components5-seed0")
+    capsys.readouterr()
+    records = compare("gmm:num_components=5")
+    assert "evaluation cached" in capsys.readouterr().out
+    assert {r["policy"] for r in records} == {"gmm:num_components=5"}
