@@ -300,6 +300,20 @@ def test_codebook_level_iwae_is_above_the_elbo_and_acting_plays_a_code():
         LatentConfig(latent_scope="chunk", chunk_latent="codebook").validate()
 
 
+def test_episode_weight_rises_over_its_own_warm_up():
+    p, *_ = hierarchical(episode_beta=4.0, episode_beta_warmup_steps=3000)
+    assert p._episode_beta_now() == 4.0  # outside training: the final weight
+    p.on_train_step(1500)
+    assert p.beta_now == 1.0 and p._episode_beta_now() == pytest.approx(2.0)  # beta warmed up in 500 steps
+    p.on_train_step(6000)
+    assert p._episode_beta_now() == 4.0
+    q, *_ = hierarchical(episode_beta=4.0)  # None: the episode weight follows beta's warm-up
+    q.on_train_step(250)
+    assert q._episode_beta_now() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="episode_beta_warmup_steps"):
+        LatentConfig(latent_scope="hierarchical", episode_beta_warmup_steps=0).validate()
+
+
 def test_random_steps_draw_real_steps_without_replacement():
     from lvm_policy.policies.latent import random_steps, take_steps
 

@@ -165,6 +165,9 @@ class LatentConfig(PolicyConfig):
     Slalom: docs/results.md, "The episode latent's beta")"""
     beta_warmup_steps: int = 500
     """training steps over which beta rises linearly from 0 to its final value"""
+    episode_beta_warmup_steps: int | None = None
+    """hierarchical scope: training steps over which episode_beta rises linearly from 0; None: beta_warmup_steps.
+    A longer rise lets the episode latent take a coupled choice before its KL weight makes starting costly"""
     free_bits: float = 0.0
     """per-dimension KL floor in nats (0 disables it)"""
     min_std: float = 0.02
@@ -195,7 +198,7 @@ class LatentConfig(PolicyConfig):
                 "latent_scope must be step, chunk, episode or hierarchical and segment_batch >= 1, got "
                 f"{self.latent_scope}, {self.segment_batch}"
             )
-        for name in ("segment_steps", "episode_steps"):
+        for name in ("segment_steps", "episode_steps", "episode_beta_warmup_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
         if self.episode_beta < 0:
@@ -271,6 +274,7 @@ class LatentPolicy(Policy):
             self.decoder = mlp(cond + dz, 2 * D, c.hidden_dim, c.num_layers)
             self.prior = prior_net(cond)
         self.beta_now = c.final_beta if c.beta_warmup_steps == 0 else 0.0
+        self._step: int | None = None  # the training step (on_train_step), for the episode weight's own warm-up
         self._held_z: torch.Tensor | None = None  # (N, dz) latent held for the current episode
         self._held_valid: torch.Tensor | None = None  # (N,) bool: does _held_z belong to this episode?
         # Episode posteriors (mean, log-variance (E, dz)) to draw z_e from instead of p(z_e | s_0): a probe for
@@ -518,6 +522,7 @@ class LatentPolicy(Policy):
         c = self.config
         beta = c.final_beta
         self.beta_now = beta * min(1.0, step / c.beta_warmup_steps) if c.beta_warmup_steps > 0 else beta
+        self._step = step
 
     def _loss(self, obs_n, act, mask=None):
         scope = self.config.latent_scope
@@ -787,8 +792,11 @@ class LatentPolicy(Policy):
         }
 
     def _episode_beta_now(self) -> float:
-        """The episode latent's KL weight, warmed up like beta."""
+        """The episode latent's KL weight, warmed up like beta or over its own episode_beta_warmup_steps."""
         c = self.config
+        if c.episode_beta_warmup_steps is not None:
+            step = c.episode_beta_warmup_steps if self._step is None else self._step  # outside training: final
+            return c.episode_beta * min(1.0, step / c.episode_beta_warmup_steps)
         return c.episode_beta * (self.beta_now / c.final_beta if c.final_beta > 0 else 1.0)
 
     def hierarchical_iwae(self, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
