@@ -21,6 +21,7 @@ from torch import nn
 from lvm_policy import spaces
 from lvm_policy.checkpoint import atomic_write_bytes, atomic_write_text
 from lvm_policy.errors import CheckpointError
+from lvm_policy.nets import kmeans
 from lvm_policy.temporal import ActingState
 from lvm_policy.vision import ImageSlot, ObservationFeatures, slots_from_json, slots_to_json
 
@@ -191,6 +192,17 @@ class Policy(nn.Module):
             self.obs_std.copy_(torch.where(obs.std(0) > 1e-6, obs.std(0), torch.ones_like(self.obs_std)))
         self.act_mean.copy_(act.mean(0))
         self.act_std.copy_(torch.where(act.std(0) > 1e-6, act.std(0), torch.ones_like(self.act_std)))
+
+    @torch.no_grad()
+    def fit_chunk_centres(
+        self, centres: torch.Tensor, act: torch.Tensor, chunks: torch.Tensor | None, seed: int
+    ) -> None:
+        """Fill the buffer ``centres`` (K, H * A) with k-means centres of the normalised training chunks (N, H, A);
+        without chunks, of each action (N, A) held for the H steps. BeT's bins and the lvm's codebook."""
+        data = act.repeat(1, self.horizon) if chunks is None else chunks.reshape(chunks.shape[0], -1)
+        fitted = kmeans(self.normalize_act(data), centres.shape[0], seed)
+        centres.zero_()
+        centres[: fitted.shape[0]] = fitted.to(centres.device)
 
     def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
         """Observations (..., k * O) (one or a window of k), normalised per observation: (..., k * F), F the

@@ -20,7 +20,7 @@ from typing import ClassVar
 import torch
 from torch.nn import functional as F  # noqa: N812
 
-from lvm_policy.nets import categorical_sample, kmeans, mlp
+from lvm_policy.nets import categorical_sample, mlp
 from lvm_policy.policies.base import Policy, PolicyConfig, register_policy
 
 
@@ -62,10 +62,7 @@ class BeTPolicy(Policy):
     def fit_normalizer(self, obs: torch.Tensor, act: torch.Tensor, chunks: torch.Tensor | None = None) -> None:
         """Normalisers, then the k-means bins of the normalised training chunks (N, H * A) (the actions when H = 1)."""
         super().fit_normalizer(obs, act)
-        data = act if chunks is None else chunks.reshape(chunks.shape[0], -1)
-        centres = kmeans(self.normalize_act(data), self.config.num_bins, self.config.kmeans_seed)
-        self.centres.zero_()
-        self.centres[: centres.shape[0]] = centres.to(self.centres.device)
+        self.fit_chunk_centres(self.centres, act, chunks, self.config.kmeans_seed)
 
     def _heads(self, obs_n):
         K, A = self.config.num_bins, self.chunk_dim

@@ -464,10 +464,14 @@ class LatentPolicy(Policy):
     def decode(self, obs_n, z):
         """Decoder mean and log-std in normalised action space; obs_n (..., O), z (..., dz) -> (..., H * A) each."""
         mean, raw = self.decoder(torch.cat([obs_n, z], -1)).chunk(2, -1)
-        # The bounds are in action units (half widths of the box): a cap in normalised units would be below the
-        # noise of a dimension that is nearly constant, and z would be forced to encode that noise.
+        return mean, self._decoder_log_std(raw)
+
+    def _decoder_log_std(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw decoder outputs (..., H * A) -> log-stds in normalised units, bounded in action units (half widths of
+        the box): a cap in normalised units would be below the noise of a dimension that is nearly constant, and z
+        would be forced to encode that noise."""
         log_scale = self.act_log_half_width() - torch.log(self.act_std).repeat(self.horizon)  # (H * A,)
-        return mean, bounded_log_std(raw, self.config.min_std, self.config.max_std) + log_scale
+        return bounded_log_std(raw, self.config.min_std, self.config.max_std) + log_scale
 
     # ------------------------------------------------------------------------------ codebook chunks
     @torch.no_grad()
@@ -476,20 +480,14 @@ class LatentPolicy(Policy):
         (N, H, A) (the actions when H = 1), seeded with 0 like BeT's bins."""
         super().fit_normalizer(obs, act, chunks)
         if self.config.chunk_level == "codebook":
-            # without chunks, each action held for the chunk's H steps
-            data = act.repeat(1, self.horizon) if chunks is None else chunks.reshape(chunks.shape[0], -1)
-            centres = kmeans(self.normalize_act(data), self.config.codebook_size, seed=0)
-            self.codebook.zero_()
-            self.codebook[: centres.shape[0]] = centres.to(self.codebook.device)
+            self.fit_chunk_centres(self.codebook, act, chunks, seed=0)
 
     def code_decode(self, cond: torch.Tensor):
         """The codebook decoder: conditions (B, C) -> code logits (B, K), chunk means (B, K, D) (centre plus a
         per-code offset) and log-stds (B, K, D), normalised units."""
         K, D = self.config.codebook_size, self.chunk_dim
         offset, raw = self.decoder(cond).reshape(-1, K, 2, D).unbind(2)  # (B, K, D) each
-        log_scale = self.act_log_half_width() - torch.log(self.act_std).repeat(self.horizon)  # (D,)
-        log_std = bounded_log_std(raw, self.config.min_std, self.config.max_std) + log_scale
-        return torch.log_softmax(self.prior(cond), -1), self.codebook + offset, log_std
+        return torch.log_softmax(self.prior(cond), -1), self.codebook + offset, self._decoder_log_std(raw)
 
     def codebook_terms(self, cond: torch.Tensor, act_n: torch.Tensor, dim_mask=None):
         """The codebook level's ELBO terms: (log pi(chunk | c, k*) (B,), log p(k* | c) (B,)) at the nearest centre k*
