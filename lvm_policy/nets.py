@@ -22,11 +22,13 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            x = F.linear(x, layer.weight, layer.bias)
-            if i < last:
-                x = F.mish(x)
+        last = self.layers[-1]
+        return F.linear(self.features(x), last.weight, last.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations (..., hidden_dim): everything but the output layer."""
+        for layer in self.layers[:-1]:
+            x = F.mish(F.linear(x, layer.weight, layer.bias))
         return x
 
 

@@ -300,6 +300,32 @@ def test_codebook_level_iwae_is_above_the_elbo_and_acting_plays_a_code():
         LatentConfig(latent_scope="chunk", chunk_latent="codebook").validate()
 
 
+def test_code_params_are_the_full_decoders_rows_for_the_code():
+    p, obs, *_ = hierarchical(chunk_latent="codebook", codebook_size=5)
+    cond = torch.cat([p.normalize_obs(obs[:, 0]), torch.randn(4, 2)], -1)
+    k = torch.tensor([0, 4, 2, 4])
+    with torch.no_grad():
+        _, mean, log_std = p.code_decode(cond)  # every code's (B, K, D)
+        mean_k, log_std_k = p.code_params(cond, k)
+    torch.testing.assert_close(mean_k, mean[torch.arange(4), k])
+    torch.testing.assert_close(log_std_k, log_std[torch.arange(4), k])
+
+
+def test_episode_free_nats_floor_the_minibatch_mean_of_the_episode_kl():
+    losses, logs = {}, {}
+    for free in (0.0, 50.0):
+        p, obs, act, mask = hierarchical(chunk_latent="codebook", codebook_size=5, episode_free_nats=free)
+        p.on_train_step(1000)  # both weights warmed up: episode weight 4
+        torch.manual_seed(3)  # the same z_e draws
+        losses[free], logs[free] = p._hierarchical_loss(p.normalize_obs(obs), act, mask)
+    kl_mean, actions = logs[0.0]["kl_episode"].detach(), p._actions(mask)
+    assert float(kl_mean) < 50.0
+    expected = losses[0.0] + 4.0 * 4 * (50.0 - kl_mean) / actions  # 4 episodes' KL replaced by the floor
+    torch.testing.assert_close(losses[50.0], expected)
+    with pytest.raises(ValueError, match="episode_free_nats"):
+        LatentConfig(latent_scope="hierarchical", episode_free_nats=-1.0).validate()
+
+
 def test_episode_weight_rises_over_its_own_warm_up():
     p, *_ = hierarchical(episode_beta=4.0, episode_beta_warmup_steps=3000)
     assert p._episode_beta_now() == 4.0  # outside training: the final weight

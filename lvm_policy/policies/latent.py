@@ -170,6 +170,10 @@ class LatentConfig(PolicyConfig):
     A longer rise lets the episode latent take a coupled choice before its KL weight makes starting costly"""
     free_bits: float = 0.0
     """per-dimension KL floor in nats (0 disables it)"""
+    episode_free_nats: float = 0.0
+    """hierarchical scope: the episode KL is weighed as max(its minibatch mean, this) nats per episode, free bits
+    for z_e (0 disables it): below the floor the episode encoder learns from the likelihood alone, so a z_e that
+    collapsed early can still take a coupled choice"""
     min_std: float = 0.02
     """floor of the decoder's standard deviation (in half widths of the action box: action units on [-1, 1])"""
     max_std: float = 0.1
@@ -191,8 +195,11 @@ class LatentConfig(PolicyConfig):
             raise ValueError("latent_dim, iwae_samples, prior_components must be >= 1 and beta_warmup_steps >= 0")
         if self.prior not in ("standard", "gaussian", "mixture"):
             raise ValueError(f"prior must be standard, gaussian or mixture, got {self.prior!r}")
-        if (self.beta is not None and self.beta < 0) or self.free_bits < 0:
-            raise ValueError(f"beta and free_bits must be >= 0, got {self.beta}, {self.free_bits}")
+        if (self.beta is not None and self.beta < 0) or self.free_bits < 0 or self.episode_free_nats < 0:
+            raise ValueError(
+                f"beta, free_bits and episode_free_nats must be >= 0, got {self.beta}, {self.free_bits}, "
+                f"{self.episode_free_nats}"
+            )
         if self.latent_scope not in ("step", "chunk", "episode", "hierarchical") or self.segment_batch < 1:
             raise ValueError(
                 "latent_scope must be step, chunk, episode or hierarchical and segment_batch >= 1, got "
@@ -489,16 +496,30 @@ class LatentPolicy(Policy):
         offset, raw = self.decoder(cond).reshape(-1, K, 2, D).unbind(2)  # (B, K, D) each
         return torch.log_softmax(self.prior(cond), -1), self.codebook + offset, self._decoder_log_std(raw)
 
+    def code_params(self, cond: torch.Tensor, k: torch.Tensor):
+        """The decoder's chunk mean and log-std (B, D) for one code k (B,) per row, normalised units: only that code's
+        rows of the output layer are applied (the output layer has K * 2 * D rows; all of them cost K times the
+        arithmetic and dominated a training step of the two-level lvm)."""
+        K, D = self.config.codebook_size, self.chunk_dim
+        h = self.decoder.features(cond)  # (B, hidden)
+        last = self.decoder.layers[-1]
+        # index_select: its gradient is an index_add, several times faster on the CPU than indexing's index_put
+        weight = last.weight.view(K, -1).index_select(0, k).view(-1, 2 * D, h.shape[-1])  # (B, 2 D, hidden)
+        bias = last.bias.view(K, 2 * D).index_select(0, k)  # (B, 2 D)
+        out = torch.baddbmm(bias[:, :, None], weight, h[:, :, None])[..., 0]  # (B, 2 D)
+        offset, raw = out.view(-1, 2, D).unbind(1)  # (B, D) each
+        return self.codebook[k] + offset, self._decoder_log_std(raw)
+
     def codebook_terms(self, cond: torch.Tensor, act_n: torch.Tensor, dim_mask=None):
         """The codebook level's ELBO terms: (log pi(chunk | c, k*) (B,), log p(k* | c) (B,)) at the nearest centre k*
         of each normalised chunk act_n (B, D). q(k | chunk) puts all its mass on k*, so its entropy is 0, the KL to
         the prior is -log p(k* | c), and log pi(chunk | c, k*) + log p(k* | c) <= log sum_k p(k | c) pi(chunk | c, k):
         a bound, like the Gaussian level's. The nearest centre is found on the whole chunk, padding included (the
         centres are of padded chunks too); the likelihood counts the kept actions only."""
-        log_w, mean, log_std = self.code_decode(cond)
         k = torch.cdist(act_n, self.codebook).argmin(1)  # (B,) the posterior's code
-        pick = k[:, None, None].expand(-1, 1, act_n.shape[-1])
-        log_lik = diag_gaussian_log_prob(act_n, mean.gather(1, pick)[:, 0], log_std.gather(1, pick)[:, 0], dim_mask)
+        mean, log_std = self.code_params(cond, k)
+        log_lik = diag_gaussian_log_prob(act_n, mean, log_std, dim_mask)
+        log_w = torch.log_softmax(self.prior(cond), -1)  # (B, K)
         return log_lik, log_w.gather(1, k[:, None])[:, 0]
 
     def codebook_log_lik(self, cond: torch.Tensor, act_n: torch.Tensor, dim_mask=None) -> torch.Tensor:
@@ -509,11 +530,9 @@ class LatentPolicy(Policy):
 
     def code_sample(self, cond: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """(B, D) normalised chunks: code k ~ p(k | c), then its decoder mean (and its noise unless deterministic)."""
-        log_w, mean, log_std = self.code_decode(cond)
-        k = categorical_sample(log_w, 1)  # (B, 1)
-        pick = k[..., None].expand(-1, 1, mean.shape[-1])
-        mu = mean.gather(1, pick)[:, 0]
-        return mu if deterministic else mu + log_std.gather(1, pick)[:, 0].exp() * torch.randn_like(mu)
+        k = categorical_sample(torch.log_softmax(self.prior(cond), -1), 1)[:, 0]  # (B,)
+        mu, log_std = self.code_params(cond, k)
+        return mu if deterministic else mu + log_std.exp() * torch.randn_like(mu)
 
     # ------------------------------------------------------------------------------------ training
     def on_train_step(self, step: int) -> None:
@@ -778,7 +797,10 @@ class LatentPolicy(Policy):
             obs_n, act, mask, steps=self.config.segment_steps, lengths=lengths
         )
         actions = self._actions(mask) if actions is None else actions
-        loss = -(log_lik - self.beta_now * kl_c - self._episode_beta_now() * kl_e).sum() / actions
+        kl_e_weighed = kl_e.sum()
+        if self.config.episode_free_nats > 0:  # free bits on the minibatch mean, as Kingma et al. (2016)
+            kl_e_weighed = kl_e.mean().clamp_min(self.config.episode_free_nats) * kl_e.shape[0]
+        loss = -(log_lik - self.beta_now * kl_c).sum() / actions + self._episode_beta_now() * kl_e_weighed / actions
         jac = self.act_log_jacobian() / self.horizon
         return loss, {
             "recon": log_lik.sum() / actions,
