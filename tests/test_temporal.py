@@ -326,6 +326,73 @@ def test_episode_free_nats_floor_the_minibatch_mean_of_the_episode_kl():
         LatentConfig(latent_scope="hierarchical", episode_free_nats=-1.0).validate()
 
 
+def test_categorical_episode_latent_elbo_is_the_exact_marginal_over_its_codes():
+    p, obs, act, mask = hierarchical(chunk_latent="codebook", codebook_size=5, episode_latent="categorical")
+    K = p.config.episode_codes
+    code = torch.tensor([0, 3, 7, 3])
+    with torch.no_grad():
+        obs_n, act_n = p.normalize_obs(obs), p.normalize_act(act)
+        step, keep = mask[..., 0], p.dim_mask(mask)
+        log_p = torch.log_softmax(p.episode_prior(obs_n[:, 0]), -1)  # (B, K)
+        bound = log_p.clone()  # log p(k | s_0) + sum_t [log pi(chunk_t | w_t, k*, k) + log p(k* | w_t, k)]
+        exact = log_p.clone()  # log p(k | s_0) + sum_t log pi(chunk_t | w_t, k), the chunk codes summed over
+        for b in range(4):
+            for t in range(6):
+                if not step[b, t]:
+                    continue
+                conds = torch.cat([obs_n[b, t].expand(K, -1), torch.eye(K)], -1)  # (K, O + K): every code
+                acts, keeps = act_n[b, t].expand(K, -1), keep[b, t].expand(K, -1)
+                lik, log_p_code = p.codebook_terms(conds, acts, keeps)
+                bound[b] += lik + log_p_code
+                exact[b] += p.codebook_log_lik(conds, acts, keeps)
+        jacobian = p._segment_jacobian(mask)
+        marginal_bound = torch.logsumexp(bound, 1) + jacobian  # z_e summed over exactly
+        elbo = p.hierarchical_elbo(obs, act, mask)  # the exact posterior over the codes: no draw
+        fixed = p.hierarchical_elbo(obs, act, mask, torch.nn.functional.one_hot(code, K).float())
+        iwae = p.segment_iwae(obs_n, act, mask, 64)  # both levels summed over their codes: the exact likelihood
+    torch.testing.assert_close(elbo, marginal_bound, atol=1e-3, rtol=1e-5)
+    torch.testing.assert_close(fixed, marginal_bound, atol=1e-3, rtol=1e-5)  # log p - log q + L_k: any code
+    torch.testing.assert_close(iwae, torch.logsumexp(exact, 1) + jacobian, atol=1e-3, rtol=1e-5)
+    assert bool((iwae >= elbo - 1e-4).all())
+
+
+def test_categorical_episode_latent_loss_is_the_tempered_marginal_and_acting_holds_a_code(tmp_path):
+    p, obs, act, mask = hierarchical(chunk_latent="codebook", codebook_size=5, episode_latent="categorical")
+    assert not hasattr(p, "episode_encoder")  # the posterior is computed, not encoded
+    p.on_train_step(1000)  # beta 1, episode weight 4
+    obs_n = p.normalize_obs(obs)
+    torch.manual_seed(0)
+    loss, logs = p._hierarchical_loss(obs_n, act, mask)
+    K, B = p.config.episode_codes, 4
+    with torch.no_grad():
+        per_code = []  # L_k = sum_t [log pi - KL_c] at code k, on the same random steps of each episode
+        for j in range(K):
+            torch.manual_seed(0)
+            lik, kl_c, *_ = p.hierarchical_elbo_terms(obs_n, act, mask, torch.eye(K)[j].expand(B, K), steps=16)
+            per_code.append(lik - kl_c)
+        log_p = torch.log_softmax(p.episode_prior(obs_n[:, 0]), -1)
+        tempered = 4.0 * torch.logsumexp(log_p + torch.stack(per_code, 1) / 4.0, 1)  # max_q E_q L - 4 KL(q || p)
+    torch.testing.assert_close(loss.detach(), -tempered.sum() / p._actions(mask), atol=1e-4, rtol=1e-5)
+    loss.backward()
+    assert float(p.episode_prior.layers[-1].weight.grad.abs().sum()) > 0  # the KL trains p(k | s_0)
+    assert float(logs["kl_episode"].detach()) >= 0.0
+    p.eval()
+    p.reset(None)
+    with torch.no_grad():
+        p.act(obs[:, 0, -3:], deterministic=True)
+        held = p._held_z.clone()
+        p.act(obs[:, 1, -3:], deterministic=True)
+    assert bool((held.sum(-1) == 1).all()) and torch.equal(held, p._held_z)  # one code, held for the episode
+    p.save(tmp_path / "pol")
+    q = load_policy(tmp_path / "pol")
+    assert q.config.episode_latent == "categorical"
+    torch.testing.assert_close(q.episode_prior.layers[0].weight, p.episode_prior.layers[0].weight)
+    with pytest.raises(ValueError, match="episode_latent"):
+        LatentConfig(latent_scope="episode", episode_latent="categorical").validate()
+    with pytest.raises(ValueError, match="episode_codes"):
+        LatentConfig(latent_scope="hierarchical", episode_latent="categorical", episode_codes=1).validate()
+
+
 def test_episode_weight_rises_over_its_own_warm_up():
     p, *_ = hierarchical(episode_beta=4.0, episode_beta_warmup_steps=3000)
     assert p._episode_beta_now() == 4.0  # outside training: the final weight

@@ -153,6 +153,13 @@ class LatentConfig(PolicyConfig):
     docs/results.md, "Choosing the default lvm"), gaussian in the others"""
     codebook_size: int = 64
     """chunk_latent codebook: k-means centres of the normalised training chunks (BeT's 64 bins)"""
+    episode_latent: Literal["gaussian", "categorical"] = "gaussian"
+    """hierarchical scope: the episode latent z_e. gaussian: latent_dim numbers, q(z_e | tau) from an episode encoder
+    and a mixture prior p(z_e | s_0); categorical: one of episode_codes codes under a categorical prior p(k | s_0),
+    summed over in training (its posterior is exact: no encoder, no gradient estimator; ``_categorical_episode_terms``).
+    One clean coupled binary choice costs a categorical z_e log 2 = 0.69 nats of KL; the Gaussian z_e paid about 2.3"""
+    episode_codes: int = 4
+    """episode_latent categorical: the number of codes (each multiplies the chunk level's training work)"""
     segment_batch: int = 32
     """episode scope: whole demonstration episodes per minibatch (Slalom, 1 thread: 16 -> 20 ms a step,
     32 -> 38 ms, 64 -> 81 ms; 32 keeps 6,000 steps near the 3-minute budget)"""
@@ -221,6 +228,17 @@ class LatentConfig(PolicyConfig):
             )
         if self.chunk_latent == "codebook" and self.latent_scope != "hierarchical":
             raise ValueError(f"chunk_latent codebook needs latent_scope hierarchical, got {self.latent_scope!r}")
+        if self.episode_latent not in ("gaussian", "categorical") or self.episode_codes < 2:
+            raise ValueError(
+                f"episode_latent must be gaussian or categorical and episode_codes >= 2, got {self.episode_latent!r}, "
+                f"{self.episode_codes}"
+            )
+        summed = self.latent_scope == "hierarchical" and self.chunk_level == "codebook"  # its chunk sums are shared
+        if self.episode_latent == "categorical" and not summed:
+            raise ValueError(
+                "episode_latent categorical needs latent_scope hierarchical and the codebook chunk latent, got "
+                f"{self.latent_scope!r}, {self.chunk_level!r}"
+            )
 
     @property
     def final_beta(self) -> float:
@@ -228,6 +246,11 @@ class LatentConfig(PolicyConfig):
         if self.beta is not None:
             return self.beta
         return {"episode": EPISODE_BETA, "hierarchical": HIERARCHICAL_BETA}.get(self.latent_scope, 1.0)
+
+    @property
+    def episode_dim(self) -> int:
+        """Numbers of the episode latent z_e as the chunk level reads it: latent_dim, or the codes' one-hot."""
+        return self.episode_codes if self.episode_latent == "categorical" else self.latent_dim
 
     @property
     def chunk_level(self) -> str:
@@ -260,7 +283,8 @@ class LatentPolicy(Policy):
             return None if c.prior == "standard" else mlp(inputs, K * (1 + 2 * dz), c.hidden_dim, c.num_layers)
 
         # The chunk level's networks read the window and, in the hierarchical scope, the episode latent z_e.
-        cond = W + dz if c.latent_scope == "hierarchical" else W
+        categorical = c.episode_latent == "categorical"
+        cond = W + c.episode_dim if c.latent_scope == "hierarchical" else W
         if c.latent_scope in ("episode", "hierarchical"):  # per-step features pooled over the episode, a linear head
             episode_encoder = mlp(W + D, c.hidden_dim, c.hidden_dim, c.num_layers)
             episode_head = torch.nn.Linear(c.hidden_dim, 2 * dz)
@@ -270,7 +294,9 @@ class LatentPolicy(Policy):
             self.encoder = mlp(cond + D, 2 * dz, c.hidden_dim, c.num_layers)
         else:  # codebook: the posterior is the nearest centre
             self.encoder = None
-        if c.latent_scope == "hierarchical":
+        if c.latent_scope == "hierarchical" and categorical:  # the posterior is exact: no episode encoder
+            self.episode_prior = mlp(W, c.episode_codes, c.hidden_dim, c.num_layers)  # logits of p(k | s_0)
+        elif c.latent_scope == "hierarchical":
             self.episode_encoder, self.episode_encoder_head = episode_encoder, episode_head
             self.episode_prior = prior_net(W)
         if c.chunk_level == "codebook":  # z_c is a code: the prior is logits, the decoder an offset per code
@@ -292,6 +318,8 @@ class LatentPolicy(Policy):
     def episode_posteriors(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor):
         """q(z_e | tau) of whole episodes: windows (E, T, To, O), chunks (E, T, H, A), mask (E, T, H) (as
         ``Windows.gather_episodes`` gives them) -> mean, log-variance (E, dz)."""
+        if self.config.episode_latent == "categorical":
+            raise ValueError("a categorical episode latent has code probabilities, not Gaussian posteriors")
         obs_n = self.normalize_obs(obs.flatten(2))
         step, dm = self._segment_masks(mask)
         level = "episode_encoder" if self.config.latent_scope == "hierarchical" else "encoder"
@@ -302,6 +330,8 @@ class LatentPolicy(Policy):
         start state) instead of the learned prior; None restores the prior."""
         if bank is not None and self.config.latent_scope not in ("episode", "hierarchical"):
             raise ValueError("only the episode and hierarchical scopes have an episode latent")
+        if bank is not None and self.config.episode_latent == "categorical":
+            raise ValueError("a categorical episode latent is drawn from its prior's code probabilities only")
         self._episode_bank = bank
 
     def refit(self, episodes: Callable[[], Iterable[tuple]], seed: int = 0) -> dict[str, float]:
@@ -309,6 +339,8 @@ class LatentPolicy(Policy):
         scopes."""
         c = self.config
         if not c.prior_refit or c.latent_scope not in ("episode", "hierarchical") or c.prior == "standard":
+            return {}
+        if c.episode_latent == "categorical":  # the exact KL already fits p(k | s_0) to q(k | tau): no holes
             return {}
         return self.refit_episode_prior(episodes(), seed=seed)
 
@@ -497,30 +529,38 @@ class LatentPolicy(Policy):
         return torch.log_softmax(self.prior(cond), -1), self.codebook + offset, self._decoder_log_std(raw)
 
     def code_params(self, cond: torch.Tensor, k: torch.Tensor):
-        """The decoder's chunk mean and log-std (B, D) for one code k (B,) per row, normalised units: only that code's
-        rows of the output layer are applied (the output layer has K * 2 * D rows; all of them cost K times the
-        arithmetic and dominated a training step of the two-level lvm)."""
+        """The decoder's chunk mean and log-std for one code k (N,) per row, normalised units: cond (N, C) -> (N, D)
+        each, or cond (N, S, C), S conditions sharing row n's code -> (N, S, D). Only that code's rows of the output
+        layer are applied (the output layer has K * 2 * D rows; all of them cost K times the arithmetic and dominated
+        a training step of the two-level lvm)."""
         K, D = self.config.codebook_size, self.chunk_dim
-        h = self.decoder.features(cond)  # (B, hidden)
+        shared = cond if cond.dim() == 3 else cond[:, None]  # (N, S, C)
+        h = self.decoder.features(shared)  # (N, S, hidden)
         last = self.decoder.layers[-1]
         # index_select: its gradient is an index_add, several times faster on the CPU than indexing's index_put
-        weight = last.weight.view(K, -1).index_select(0, k).view(-1, 2 * D, h.shape[-1])  # (B, 2 D, hidden)
-        bias = last.bias.view(K, 2 * D).index_select(0, k)  # (B, 2 D)
-        out = torch.baddbmm(bias[:, :, None], weight, h[:, :, None])[..., 0]  # (B, 2 D)
-        offset, raw = out.view(-1, 2, D).unbind(1)  # (B, D) each
-        return self.codebook[k] + offset, self._decoder_log_std(raw)
+        weight = last.weight.view(K, -1).index_select(0, k).view(-1, 2 * D, h.shape[-1])  # (N, 2 D, hidden)
+        bias = last.bias.view(K, 2 * D).index_select(0, k)  # (N, 2 D)
+        out = torch.baddbmm(bias[:, :, None], weight, h.transpose(1, 2)).transpose(1, 2)  # (N, S, 2 D)
+        offset, raw = out.unflatten(-1, (2, D)).unbind(-2)  # (N, S, D) each
+        mean, log_std = self.codebook[k][:, None] + offset, self._decoder_log_std(raw)
+        return (mean, log_std) if cond.dim() == 3 else (mean[:, 0], log_std[:, 0])
 
     def codebook_terms(self, cond: torch.Tensor, act_n: torch.Tensor, dim_mask=None):
-        """The codebook level's ELBO terms: (log pi(chunk | c, k*) (B,), log p(k* | c) (B,)) at the nearest centre k*
-        of each normalised chunk act_n (B, D). q(k | chunk) puts all its mass on k*, so its entropy is 0, the KL to
-        the prior is -log p(k* | c), and log pi(chunk | c, k*) + log p(k* | c) <= log sum_k p(k | c) pi(chunk | c, k):
-        a bound, like the Gaussian level's. The nearest centre is found on the whole chunk, padding included (the
-        centres are of padded chunks too); the likelihood counts the kept actions only."""
-        k = torch.cdist(act_n, self.codebook).argmin(1)  # (B,) the posterior's code
-        mean, log_std = self.code_params(cond, k)
-        log_lik = diag_gaussian_log_prob(act_n, mean, log_std, dim_mask)
-        log_w = torch.log_softmax(self.prior(cond), -1)  # (B, K)
-        return log_lik, log_w.gather(1, k[:, None])[:, 0]
+        """The codebook level's ELBO terms: (log pi(chunk | c, k*), log p(k* | c)), (N,) each, at the nearest centre
+        k* of each normalised chunk act_n (N, D) (dim_mask (N, D): its kept dimensions); cond (N, C), or (N, S, C)
+        for S conditions of the same chunk (the episode codes of a categorical z_e) -> (N, S) each.
+        q(k | chunk) puts all its mass on k*, so its entropy is 0, the KL to the prior is -log p(k* | c), and
+        log pi(chunk | c, k*) + log p(k* | c) <= log sum_k p(k | c) pi(chunk | c, k): a bound, like the Gaussian
+        level's. The nearest centre is found on the whole chunk, padding included (the centres are of padded chunks
+        too); the likelihood counts the kept actions only."""
+        k = torch.cdist(act_n, self.codebook).argmin(1)  # (N,) the posterior's code
+        mean, log_std = self.code_params(cond, k)  # (N, [S,] D)
+        shared = cond.dim() == 3
+        x, keep = (act_n[:, None], None if dim_mask is None else dim_mask[:, None]) if shared else (act_n, dim_mask)
+        log_lik = diag_gaussian_log_prob(x, mean, log_std, keep)
+        log_w = torch.log_softmax(self.prior(cond), -1)  # (N, [S,] K)
+        index = k.view(-1, *([1] * (log_w.dim() - 1))).expand(*log_w.shape[:-1], 1)
+        return log_lik, log_w.gather(-1, index)[..., 0]
 
     def codebook_log_lik(self, cond: torch.Tensor, act_n: torch.Tensor, dim_mask=None) -> torch.Tensor:
         """(B,) log pi(chunk | c) = log sum_k p(k | c) pi(chunk | c, k): the codebook level's exact marginal."""
@@ -721,13 +761,25 @@ class LatentPolicy(Policy):
         return torch.cat([obs_n, z], -1)
 
     def hierarchical_elbo_terms(
-        self, obs_n, act, mask, z_e=None, z_c=None, steps: int | None = None, lengths: torch.Tensor | None = None
+        self,
+        obs_n,
+        act,
+        mask,
+        z_e=None,
+        z_c=None,
+        steps: int | None = None,
+        lengths: torch.Tensor | None = None,
+        weights: tuple[float, float] = (1.0, 1.0),
     ):
         """The two-level ELBO's terms per segment, in normalised units: (sum_t log pi (B,), sum_t KL_c (B,),
-        KL_e (B,), z_e (B, dz), the episode posterior mean (B, dz)). obs_n (B, T, O), act (B, T, D), mask (B, T)
-        or (B, T, H). z_e (B, dz) and z_c (B, T, dz) are drawn by reparameterisation unless given; every KL is
-        estimated at its sample (the mixture priors have no closed form), so for fixed latents the ELBO is
-        sum_t [log pi + log p(z_c) - log q(z_c)] + log p(z_e | s_0) - log q(z_e | tau).
+        KL_e (B,), z_e (B, dz), the episode posterior's mean (B, dz) or its code probabilities (B, K)). obs_n (B, T,
+        O), act (B, T, D), mask (B, T) or (B, T, H). z_e (B, dz) and z_c (B, T, dz) are drawn by reparameterisation
+        unless given; every KL is estimated at its sample (the mixture priors have no closed form), so for fixed
+        latents the ELBO is sum_t [log pi + log p(z_c) - log q(z_c)] + log p(z_e | s_0) - log q(z_e | tau).
+
+        A categorical z_e is summed over instead of drawn (``_categorical_episode_terms``): the terms are then
+        expectations under its exact posterior, tempered by ``weights`` = (the chunk KL's weight, the episode KL's
+        weight) as the training loss weighs them.
 
         steps: estimate the sums over t from that many random steps of each episode, scaled by its length over
         the steps drawn (unbiased; the episode encoder still reads every step given); None: every step.
@@ -735,11 +787,15 @@ class LatentPolicy(Policy):
         (``episode_steps``): the sums over t are scaled to those lengths."""
         step, dm = self._segment_masks(mask)
         act_n = self.normalize_act(act)
-        mu_e, lv_e = self.segment_posterior(obs_n, act_n, step, "episode_encoder", dm)
-        if z_e is None:
-            z_e = mu_e + torch.exp(0.5 * lv_e) * torch.randn_like(mu_e)  # (B, dz)
-        log_q_e = diag_gaussian_log_prob(z_e, mu_e, 0.5 * lv_e)  # (B,)
-        kl_e = log_q_e - self.prior_log_prob(z_e[:, None], self.prior_params(obs_n[:, 0], self.episode_prior))[:, 0]
+        categorical = self.config.episode_latent == "categorical"
+        if not categorical:
+            mu_e, lv_e = self.segment_posterior(obs_n, act_n, step, "episode_encoder", dm)
+            if z_e is None:
+                z_e = mu_e + torch.exp(0.5 * lv_e) * torch.randn_like(mu_e)  # (B, dz)
+            log_q_e = diag_gaussian_log_prob(z_e, mu_e, 0.5 * lv_e)  # (B,)
+            prior_e = self.prior_params(obs_n[:, 0], self.episode_prior)
+            kl_e = log_q_e - self.prior_log_prob(z_e[:, None], prior_e)[:, 0]
+        log_p_codes = torch.log_softmax(self.episode_prior(obs_n[:, 0]), -1) if categorical else None  # (B, K)
         scale = None if lengths is None else lengths / step.sum(1).clamp_min(1)  # (B,) length over steps given
         if steps is not None and steps < step.shape[1]:
             pick, valid = random_steps(step, steps)  # (B, K) each
@@ -748,10 +804,31 @@ class LatentPolicy(Policy):
             dm = None if dm is None else take_steps(dm, pick)
             if z_c is not None:
                 z_c = take_steps(z_c, pick)
+        if categorical:
+            return self._categorical_episode_terms(obs_n, act_n, step, dm, scale, log_p_codes, z_e, weights)
+        log_lik, kl_c = self._chunk_sums(obs_n, act_n, step, dm, z_e, z_c)
+        if scale is not None:
+            log_lik, kl_c = log_lik * scale, kl_c * scale
+        return log_lik, kl_c, kl_e, z_e, mu_e
+
+    def _chunk_sums(self, obs_n, act_n, step, dm, z_e, z_c=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The chunk level's sum_t log pi and sum_t KL_c over the steps of step (B, T): windows obs_n (B, T, O), chunks
+        act_n (B, T, D), their kept dimensions dm (B, T, D) or None, the episode latent z_e (B, dz) -> (B,) each, or
+        S episode latents z_e (B, S, dz) -> (B, S) each (the codebook level: each chunk's code found once);
+        z_c (B, T, dz) drawn unless given (the Gaussian level)."""
         B, T = step.shape
-        cond = self._with_episode_latent(obs_n, z_e).reshape(B * T, -1)  # (B T, O + dz)
         flat_act = act_n.reshape(B * T, -1)
         flat_keep = None if dm is None else dm.reshape(B * T, -1)
+        w = step.to(act_n.dtype)
+        if z_e.dim() == 3:  # (B, S, dz): the conditions (B T, S, O + dz) of each chunk
+            S = z_e.shape[1]
+            cond = torch.cat(
+                [obs_n[:, :, None].expand(B, T, S, obs_n.shape[-1]), z_e[:, None].expand(B, T, S, z_e.shape[-1])], -1
+            ).reshape(B * T, S, -1)
+            log_lik, log_p_code = self.codebook_terms(cond, flat_act, flat_keep)  # (B T, S) each
+            per_step = lambda x: (x.reshape(B, T, S) * w[..., None]).sum(1)  # noqa: E731
+            return per_step(log_lik), per_step(-log_p_code)
+        cond = self._with_episode_latent(obs_n, z_e).reshape(B * T, -1)  # (B T, O + dz)
         if self.config.chunk_level == "codebook":  # z_c is the nearest code: no draw, KL = -log p(k*)
             log_lik, log_p_code = self.codebook_terms(cond, flat_act, flat_keep)  # (B T,) each
             kl_c = -log_p_code
@@ -764,11 +841,36 @@ class LatentPolicy(Policy):
             log_lik = diag_gaussian_log_prob(flat_act, mean, log_std, flat_keep)
             log_q_c = diag_gaussian_log_prob(z_c, mu_c, 0.5 * lv_c)
             kl_c = log_q_c - self.prior_log_prob(z_c[:, None], self.prior_params(cond))[:, 0]  # (B T,)
-        w = step.to(log_lik.dtype)
-        log_lik, kl_c = (log_lik.reshape(B, T) * w).sum(1), (kl_c.reshape(B, T) * w).sum(1)
+        return (log_lik.reshape(B, T) * w).sum(1), (kl_c.reshape(B, T) * w).sum(1)
+
+    def _categorical_episode_terms(self, obs_n, act_n, step, dm, scale, log_p, z_e, weights):
+        """A categorical episode latent's terms, every code k summed over (K times the chunk level's work; no episode
+        encoder and no gradient estimator). With L_k = sum_t [log pi - b KL_c] given code k, the objective
+        max_q E_q[L_k] - b_e KL(q || p(. | s_0)) is attained at the tempered exact posterior
+        q(k) ∝ p(k | s_0) exp(L_k / b_e), where it equals b_e log sum_k p(k | s_0) exp(L_k / b_e): with b = b_e = 1,
+        the chunk level's bound marginalised over z_e exactly. q is held fixed in the gradient (at the maximum the
+        gradient through q vanishes), and the terms returned are expectations under it: (E_q sum_t log pi (B,),
+        E_q sum_t KL_c (B,), KL(q || p) (B,), q (B, K) as z_e, q (B, K)). Given one-hot codes z_e (B, K): those
+        codes' sums and the KL at them, log q(k) - log p(k) with q the untempered posterior (the fixed-latent form of
+        the ELBO; it equals the exact log-marginal at every code)."""
+        B, K = step.shape[0], log_p.shape[1]
+        codes = torch.eye(K, dtype=obs_n.dtype, device=obs_n.device).expand(B, K, K)  # every code's one-hot
+        log_lik, kl_c = self._chunk_sums(obs_n, act_n, step, dm, codes)  # (B, K) each
         if scale is not None:
-            log_lik, kl_c = log_lik * scale, kl_c * scale
-        return log_lik, kl_c, kl_e, z_e, mu_e
+            log_lik, kl_c = log_lik * scale[:, None], kl_c * scale[:, None]
+        if z_e is not None:  # the fixed-latent form at the given codes
+            log_q = torch.log_softmax(log_p + log_lik - kl_c, -1)
+            code = z_e.argmax(-1, keepdim=True)  # (B, 1)
+
+            def pick(x: torch.Tensor) -> torch.Tensor:
+                return x.gather(1, code)[:, 0]
+
+            return pick(log_lik), pick(kl_c), pick(log_q) - pick(log_p), z_e, log_q.exp()
+        beta, beta_e = weights
+        with torch.no_grad():
+            q = torch.softmax(log_p + (log_lik - beta * kl_c) / max(beta_e, 1e-3), -1)  # (B, K)
+        kl_e = (q * (torch.log(q.clamp_min(1e-30)) - log_p)).sum(-1)  # (B,) exact; trains p(k | s_0) toward q
+        return (q * log_lik).sum(-1), (q * kl_c).sum(-1), kl_e, q, q
 
     def hierarchical_elbo(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor, z_e=None, z_c=None):
         """(B,) the two-level ELBO (beta = 1 at both levels) of raw segments, a bound on log pi(actions | states)."""
@@ -793,14 +895,15 @@ class LatentPolicy(Policy):
         return loss, self._logged(loss, logs)
 
     def _hierarchical_loss(self, obs_n, act, mask, lengths=None, actions=None):
+        weights = (self.beta_now, self._episode_beta_now())
         log_lik, kl_c, kl_e, _, mu_e = self.hierarchical_elbo_terms(
-            obs_n, act, mask, steps=self.config.segment_steps, lengths=lengths
+            obs_n, act, mask, steps=self.config.segment_steps, lengths=lengths, weights=weights
         )
         actions = self._actions(mask) if actions is None else actions
         kl_e_weighed = kl_e.sum()
         if self.config.episode_free_nats > 0:  # free bits on the minibatch mean, as Kingma et al. (2016)
             kl_e_weighed = kl_e.mean().clamp_min(self.config.episode_free_nats) * kl_e.shape[0]
-        loss = -(log_lik - self.beta_now * kl_c).sum() / actions + self._episode_beta_now() * kl_e_weighed / actions
+        loss = -(log_lik - weights[0] * kl_c).sum() / actions + weights[1] * kl_e_weighed / actions
         jac = self.act_log_jacobian() / self.horizon
         return loss, {
             "recon": log_lik.sum() / actions,
@@ -824,11 +927,17 @@ class LatentPolicy(Policy):
         log pi(chunk_t | w_t, z_e) estimated by a CHUNK_IWAE_SAMPLES-sample IWAE over z_c."""
         step, dm = self._segment_masks(mask)
         act_n = self.normalize_act(act)
-        mu_e, lv_e = self.segment_posterior(obs_n, act_n, step, "episode_encoder", dm)
         B, T = step.shape
-        z_e = mu_e[:, None] + torch.exp(0.5 * lv_e)[:, None] * torch.randn(B, k, mu_e.shape[1], device=mu_e.device)
-        log_q = diag_gaussian_log_prob(z_e, mu_e[:, None], 0.5 * lv_e[:, None])  # (B, K)
-        log_p = self.prior_log_prob(z_e, self.prior_params(obs_n[:, 0], self.episode_prior))  # (B, K)
+        if self.config.episode_latent == "categorical":  # every code once: the sum over z_e is exact, K codes
+            log_p = torch.log_softmax(self.episode_prior(obs_n[:, 0]), -1)  # (B, K)
+            k = log_p.shape[1]
+            z_e = torch.eye(k, dtype=obs_n.dtype, device=obs_n.device).expand(B, k, k)  # (B, K, K) one-hots
+            log_q = torch.full_like(log_p, -math.log(k))  # the sum over codes as K times their mean
+        else:
+            mu_e, lv_e = self.segment_posterior(obs_n, act_n, step, "episode_encoder", dm)
+            z_e = mu_e[:, None] + torch.exp(0.5 * lv_e)[:, None] * torch.randn(B, k, mu_e.shape[1], device=mu_e.device)
+            log_q = diag_gaussian_log_prob(z_e, mu_e[:, None], 0.5 * lv_e[:, None])  # (B, K)
+            log_p = self.prior_log_prob(z_e, self.prior_params(obs_n[:, 0], self.episode_prior))  # (B, K)
         cond = torch.cat(
             [obs_n[:, None].expand(B, k, T, obs_n.shape[-1]), z_e[:, :, None].expand(B, k, T, z_e.shape[-1])], -1
         ).reshape(B * k * T, -1)
@@ -844,6 +953,9 @@ class LatentPolicy(Policy):
     # ------------------------------------------------------------------------------------- acting
     def _prior_sample(self, obs_n, n, net: torch.nn.Module | None | str = "chunk"):
         hierarchical = self.config.latent_scope == "hierarchical"
+        if hierarchical and net is self.episode_prior and self.config.episode_latent == "categorical":
+            code = categorical_sample(torch.log_softmax(net(obs_n), -1), n)  # (B, n)
+            return torch.nn.functional.one_hot(code, self.config.episode_codes).to(obs_n.dtype)  # (B, n, K)
         if self._episode_bank is not None and (net is self.episode_prior if hierarchical else net == "chunk"):
             mu_bank, lv_bank = self._episode_bank  # (E, dz) each
             j = torch.randint(mu_bank.shape[0], (obs_n.shape[0], n), device=obs_n.device)  # (B, n)
