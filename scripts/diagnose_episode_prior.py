@@ -55,6 +55,10 @@ def main(args: Args) -> None:
     policy = load_policy(args.run, device)
     if policy.name != "lvm" or policy.config.latent_scope not in ("episode", "hierarchical"):
         raise ConfigError(f"{args.run}: not an lvm with an episode latent (latent_scope episode or hierarchical)")
+    if policy.config.episode_latent == "categorical":
+        raise ConfigError(
+            f"{args.run}: a categorical episode latent has no Gaussian posteriors or mixture prior to probe"
+        )
     config = json.loads((args.run / "config.json").read_text())
     reference, _ = validation_split(args.run, device)
     train_set, _ = load_demonstrations(config["demos"], device).split(config["val_fraction"], seed=config["seed"])

@@ -117,7 +117,12 @@ def take_steps(x: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:
 @dataclass
 class LatentConfig(PolicyConfig):
     # runs made before the refit existed had none; before the codebook, every chunk latent was Gaussian
-    absent_means: ClassVar[dict] = {**PolicyConfig.absent_means, "prior_refit": False, "chunk_latent": "gaussian"}
+    absent_means: ClassVar[dict] = {
+        **PolicyConfig.absent_means,
+        "prior_refit": False,
+        "chunk_latent": "gaussian",
+        "episode_latent": "gaussian",
+    }
 
     latent_dim: int = 2
     """dimension of z"""
