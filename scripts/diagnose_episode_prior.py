@@ -55,7 +55,7 @@ def main(args: Args) -> None:
     policy = load_policy(args.run, device)
     if policy.name != "lvm" or policy.config.latent_scope not in ("episode", "hierarchical"):
         raise ConfigError(f"{args.run}: not an lvm with an episode latent (latent_scope episode or hierarchical)")
-    if policy.config.episode_latent == "categorical":
+    if policy.config.episode_level == "categorical":
         raise ConfigError(
             f"{args.run}: a categorical episode latent has no Gaussian posteriors or mixture prior to probe"
         )

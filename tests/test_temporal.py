@@ -208,7 +208,7 @@ def test_bad_temporal_options_are_refused():
 # ------------------------------------------------------------------------------------ the two-level lvm
 def hierarchical(**options):
     torch.manual_seed(0)
-    options = {"chunk_latent": "gaussian", **options}  # the continuous chunk level unless asked
+    options = {"chunk_latent": "gaussian", "episode_latent": "gaussian", **options}  # continuous unless asked
     cfg = LatentConfig(latent_scope="hierarchical", **CHUNKED, **options)
     p = make_policy("lvm", 3, 2, cfg)
     obs, act = torch.randn(4, 6, 2, 3), torch.rand(4, 6, 4, 2) * 2 - 1
@@ -524,6 +524,8 @@ def test_refit_episode_prior_covers_two_narrow_clusters_of_codes(scope, monkeypa
 
     torch.manual_seed(0)
     options = dict(latent_scope=scope, action_horizon=1, action_steps=1)
+    if scope == "hierarchical":
+        options["episode_latent"] = "gaussian"  # the refit is of a Gaussian z_e's mixture prior
     policy = make_policy("lvm", 3, 2, LatentConfig(**options)).eval().requires_grad_(False)
     E, dz = 400, policy.config.latent_dim
     codes = torch.where(torch.arange(E)[:, None] < 300, torch.tensor([4.0, -3.0]), torch.tensor([-5.0, 2.0]))

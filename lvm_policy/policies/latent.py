@@ -158,11 +158,13 @@ class LatentConfig(PolicyConfig):
     docs/results.md, "Choosing the default lvm"), gaussian in the others"""
     codebook_size: int = 64
     """chunk_latent codebook: k-means centres of the normalised training chunks (BeT's 64 bins)"""
-    episode_latent: Literal["gaussian", "categorical"] = "gaussian"
+    episode_latent: Literal["gaussian", "categorical"] | None = None
     """hierarchical scope: the episode latent z_e. gaussian: latent_dim numbers, q(z_e | tau) from an episode encoder
     and a mixture prior p(z_e | s_0); categorical: one of episode_codes codes under a categorical prior p(k | s_0),
     summed over in training (its posterior is exact: no encoder, no gradient estimator; ``_categorical_episode_terms``).
-    One clean coupled binary choice costs a categorical z_e log 2 = 0.69 nats of KL; the Gaussian z_e paid about 2.3"""
+    One clean coupled binary choice costs a categorical z_e log 2 = 0.69 nats of KL; the Gaussian z_e paid about 2.3.
+    None: categorical where it applies (the hierarchical scope with the codebook chunk level; docs/results.md, "A
+    categorical episode latent"), gaussian elsewhere"""
     episode_codes: int = 4
     """episode_latent categorical: the number of codes (each multiplies the chunk level's training work)"""
     segment_batch: int = 32
@@ -233,7 +235,7 @@ class LatentConfig(PolicyConfig):
             )
         if self.chunk_latent == "codebook" and self.latent_scope != "hierarchical":
             raise ValueError(f"chunk_latent codebook needs latent_scope hierarchical, got {self.latent_scope!r}")
-        if self.episode_latent not in ("gaussian", "categorical") or self.episode_codes < 2:
+        if self.episode_latent not in (None, "gaussian", "categorical") or self.episode_codes < 2:
             raise ValueError(
                 f"episode_latent must be gaussian or categorical and episode_codes >= 2, got {self.episode_latent!r}, "
                 f"{self.episode_codes}"
@@ -255,7 +257,15 @@ class LatentConfig(PolicyConfig):
     @property
     def episode_dim(self) -> int:
         """Numbers of the episode latent z_e as the chunk level reads it: latent_dim, or the codes' one-hot."""
-        return self.episode_codes if self.episode_latent == "categorical" else self.latent_dim
+        return self.episode_codes if self.episode_level == "categorical" else self.latent_dim
+
+    @property
+    def episode_level(self) -> str:
+        """The episode latent's kind: the option, or categorical where it applies."""
+        if self.episode_latent is not None:
+            return self.episode_latent
+        summed = self.latent_scope == "hierarchical" and self.chunk_level == "codebook"
+        return "categorical" if summed else "gaussian"
 
     @property
     def chunk_level(self) -> str:
@@ -265,7 +275,7 @@ class LatentConfig(PolicyConfig):
         return "codebook" if self.latent_scope == "hierarchical" else "gaussian"
 
     def effective(self) -> LatentConfig:
-        return replace(self, beta=self.final_beta, chunk_latent=self.chunk_level)
+        return replace(self, beta=self.final_beta, chunk_latent=self.chunk_level, episode_latent=self.episode_level)
 
 
 @register_policy
@@ -288,7 +298,7 @@ class LatentPolicy(Policy):
             return None if c.prior == "standard" else mlp(inputs, K * (1 + 2 * dz), c.hidden_dim, c.num_layers)
 
         # The chunk level's networks read the window and, in the hierarchical scope, the episode latent z_e.
-        categorical = c.episode_latent == "categorical"
+        categorical = c.episode_level == "categorical"
         cond = W + c.episode_dim if c.latent_scope == "hierarchical" else W
         if c.latent_scope in ("episode", "hierarchical"):  # per-step features pooled over the episode, a linear head
             episode_encoder = mlp(W + D, c.hidden_dim, c.hidden_dim, c.num_layers)
@@ -323,7 +333,7 @@ class LatentPolicy(Policy):
     def episode_posteriors(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor):
         """q(z_e | tau) of whole episodes: windows (E, T, To, O), chunks (E, T, H, A), mask (E, T, H) (as
         ``Windows.gather_episodes`` gives them) -> mean, log-variance (E, dz)."""
-        if self.config.episode_latent == "categorical":
+        if self.config.episode_level == "categorical":
             raise ValueError("a categorical episode latent has code probabilities, not Gaussian posteriors")
         obs_n = self.normalize_obs(obs.flatten(2))
         step, dm = self._segment_masks(mask)
@@ -335,7 +345,7 @@ class LatentPolicy(Policy):
         start state) instead of the learned prior; None restores the prior."""
         if bank is not None and self.config.latent_scope not in ("episode", "hierarchical"):
             raise ValueError("only the episode and hierarchical scopes have an episode latent")
-        if bank is not None and self.config.episode_latent == "categorical":
+        if bank is not None and self.config.episode_level == "categorical":
             raise ValueError("a categorical episode latent is drawn from its prior's code probabilities only")
         self._episode_bank = bank
 
@@ -345,7 +355,7 @@ class LatentPolicy(Policy):
         c = self.config
         if not c.prior_refit or c.latent_scope not in ("episode", "hierarchical") or c.prior == "standard":
             return {}
-        if c.episode_latent == "categorical":  # the exact KL already fits p(k | s_0) to q(k | tau): no holes
+        if c.episode_level == "categorical":  # the exact KL already fits p(k | s_0) to q(k | tau): no holes
             return {}
         return self.refit_episode_prior(episodes(), seed=seed)
 
@@ -792,7 +802,7 @@ class LatentPolicy(Policy):
         (``episode_steps``): the sums over t are scaled to those lengths."""
         step, dm = self._segment_masks(mask)
         act_n = self.normalize_act(act)
-        categorical = self.config.episode_latent == "categorical"
+        categorical = self.config.episode_level == "categorical"
         if not categorical:
             mu_e, lv_e = self.segment_posterior(obs_n, act_n, step, "episode_encoder", dm)
             if z_e is None:
@@ -933,7 +943,7 @@ class LatentPolicy(Policy):
         step, dm = self._segment_masks(mask)
         act_n = self.normalize_act(act)
         B, T = step.shape
-        if self.config.episode_latent == "categorical":  # every code once: the sum over z_e is exact, K codes
+        if self.config.episode_level == "categorical":  # every code once: the sum over z_e is exact, K codes
             log_p = torch.log_softmax(self.episode_prior(obs_n[:, 0]), -1)  # (B, K)
             k = log_p.shape[1]
             z_e = torch.eye(k, dtype=obs_n.dtype, device=obs_n.device).expand(B, k, k)  # (B, K, K) one-hots
@@ -958,7 +968,7 @@ class LatentPolicy(Policy):
     # ------------------------------------------------------------------------------------- acting
     def _prior_sample(self, obs_n, n, net: torch.nn.Module | None | str = "chunk"):
         hierarchical = self.config.latent_scope == "hierarchical"
-        if hierarchical and net is self.episode_prior and self.config.episode_latent == "categorical":
+        if hierarchical and net is self.episode_prior and self.config.episode_level == "categorical":
             code = categorical_sample(torch.log_softmax(net(obs_n), -1), n)  # (B, n)
             return torch.nn.functional.one_hot(code, self.config.episode_codes).to(obs_n.dtype)  # (B, n, K)
         if self._episode_bank is not None and (net is self.episode_prior if hierarchical else net == "chunk"):
