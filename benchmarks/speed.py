@@ -29,6 +29,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import sys
@@ -92,6 +93,8 @@ class Args:
     """episodes table: the demonstration datasets the default lvm trains on"""
     episode_steps: list[int | None] = field(default_factory=lambda: [None, 64, 32])
     """episodes table: the lvm's --lvm.episode-steps values measured (None: every step)"""
+    episode_latents: list[Literal["gaussian", "categorical"]] = field(default_factory=lambda: ["categorical"])
+    """episodes table: the lvm's --lvm.episode-latent values measured (categorical: the default)"""
 
 
 def _sync(device):
@@ -539,9 +542,12 @@ def episodes_table(args: Args) -> None:
         f"\n### The lvm's gradient step on whole episodes, {device}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads (batches of {LatentConfig.segment_batch} episodes)"
     )
-    print("| demonstrations | observation | mean episode length | episode steps read | ms per step | vs every step |")
-    print("|---|---|---|---|---|---|")
-    for folder in args.demos:
+    print(
+        "| demonstrations | observation | mean episode length | episode latent | episode steps read | ms per step "
+        "| vs every step |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for folder, latent in itertools.product(args.demos, args.episode_latents):
         demos = load_demonstrations(str(folder), device=device)
         train_set, _ = demos.split(0.1, seed=0)
         shape = "x".join(map(str, demos.observation_space.shape or ())) or "dict"
@@ -553,7 +559,7 @@ def episodes_table(args: Args) -> None:
                 "lvm",
                 demos.obs.shape[1],
                 demos.act.shape[1],
-                LatentConfig(episode_steps=k),
+                LatentConfig(episode_steps=k, episode_latent=latent),
                 box.low.tolist(),
                 box.high.tolist(),
                 image_slots=image_slots(demos.observation_space),
@@ -576,7 +582,7 @@ def episodes_table(args: Args) -> None:
             ratio = f"{every / ms:.1f}x" if every is not None else ""
             length = train_set.obs.shape[0] / train_set.num_episodes
             print(
-                f"| {folder} | {shape} | {length:.0f} | {'every' if k is None else k} | {ms:.0f} | {ratio} |",
+                f"| {folder} | {shape} | {length:.0f} | {latent} | {'every' if k is None else k} | {ms:.0f} | {ratio} |",
                 flush=True,
             )
 
