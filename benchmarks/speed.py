@@ -57,7 +57,18 @@ from lvm_policy.train import TrainConfig, gradient_step, make_optimizer  # noqa:
 class Args:
     tables: list[
         Literal[
-            "rollout", "classes", "chunks", "variants", "latency", "generic", "training", "maze", "pixels", "episodes"
+            "rollout",
+            "classes",
+            "chunks",
+            "variants",
+            "latency",
+            "generic",
+            "training",
+            "maze",
+            "pixels",
+            "episodes",
+            "activation",
+            "denormals",
         ]
     ] = field(default_factory=lambda: ["rollout", "classes", "chunks", "latency", "generic", "training"])
     """which tables to print (variants: CUDA only; maze: needs the maze extra, not in the default list)"""
@@ -95,6 +106,10 @@ class Args:
     """episodes table: the lvm's --lvm.episode-steps values measured (None: every step)"""
     episode_latents: list[Literal["gaussian", "categorical"]] = field(default_factory=lambda: ["categorical"])
     """episodes table: the lvm's --lvm.episode-latent values measured (categorical: the default)"""
+    denormal_demos: Path = Path("demos/tree_avoid/expert-v0")
+    """denormals table: the demonstrations every class trains on"""
+    warm_steps: int = 200
+    """denormals table: gradient steps taken before timing (denormal gradients appear as training goes on)"""
 
 
 def _sync(device):
@@ -587,6 +602,85 @@ def episodes_table(args: Args) -> None:
             )
 
 
+def denormals_table(a: Args) -> None:
+    """Every class's gradient step on real demonstrations (as the training loop draws them) after --warm-steps steps,
+    with denormal floats computed as they are and flushed to zero (what train() does on the CPU)."""
+    from lvm_policy.data import load_demonstrations
+    from lvm_policy.vision import image_slots
+
+    device = torch.device(a.device)
+    cfg = TrainConfig()
+    demos = load_demonstrations(str(a.denormal_demos), device=device)
+    train_set, _ = demos.split(0.1, seed=0)
+    print(
+        f"\n### Gradient step with and without flushing denormals, {a.denormal_demos}, after {a.warm_steps} steps, "
+        f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print("| policy | ms per step, denormals kept | flushed to zero | speed-up |")
+    print("|---|---|---|---|")
+    for name in list_policies():
+        torch.manual_seed(0)
+        box = demos.action_space
+        policy = make_policy(
+            name,
+            demos.obs.shape[1],
+            demos.act.shape[1],
+            None,
+            box.low.tolist(),
+            box.high.tolist(),
+            image_slots=image_slots(demos.observation_space),
+        ).to(device)
+        c = policy.config
+        windows = train_set.windows(c.obs_horizon, c.action_horizon)
+        policy.fit_normalizer(train_set.obs, train_set.act, train_set.act[windows.act_index])
+        opt, _ = make_optimizer(policy, cfg)
+        gen = torch.Generator(device=device).manual_seed(0)
+        segments = policy.segments_per_batch()
+        done = 0
+
+        def run(steps=10):
+            nonlocal done
+            for _ in range(steps):
+                policy.on_train_step(done)
+                done += 1
+                if segments is None:
+                    idx = torch.randint(train_set.obs.shape[0], (cfg.batch_size,), device=device, generator=gen)
+                    batch = windows.gather(train_set.obs, train_set.act, idx)
+                else:
+                    idx = torch.randint(train_set.num_episodes, (segments,), device=device, generator=gen)
+                    batch = windows.gather_episodes(train_set.obs, train_set.act, idx)
+                gradient_step(policy, opt, *batch[:2], cfg.grad_clip, batch[2])
+
+        policy.train()
+        run(a.warm_steps)
+        kept = _median_time(run, a.repeats, device) / 10 * 1000
+        torch.set_flush_denormal(True)
+        flushed = _median_time(run, a.repeats, device) / 10 * 1000
+        torch.set_flush_denormal(False)
+        print(f"| {name} | {kept:.1f} | {flushed:.1f} | {kept / flushed:.1f}x |", flush=True)
+
+
+def activation_table(a: Args) -> None:
+    """Mish as the fused kernel against the written-out x * tanh(softplus(x)) the networks use on the CPU."""
+    device = torch.device(a.device)
+    print("\n| activation input | fused F.mish fwd ms | written-out fwd ms | fused fwd+bwd ms | written-out fwd+bwd ms |")
+    print("|---|---|---|---|---|")
+    written = lambda x: x * torch.tanh(torch.nn.functional.softplus(x))  # noqa: E731
+    for shape in [(2048, 128), (1024, 256), (16384, 128)]:
+        x = torch.randn(*shape, device=device, requires_grad=True)
+        g = torch.randn_like(x)
+        row = []
+        for backward in (False, True):
+            for f in (torch.nn.functional.mish, written):
+                if backward:
+                    run = lambda f=f: torch.autograd.grad(f(x), x, g)  # noqa: E731
+                else:
+                    run = lambda f=f: f(x.detach())  # noqa: E731
+                run()
+                row.append(_median_time(run, max(a.repeats, 20), device) * 1e3)
+        print(f"| {shape} | " + " | ".join(f"{v:.2f}" for v in row) + " |", flush=True)
+
+
 if __name__ == "__main__":
     a = tyro.cli(Args)
     if a.device == "cuda" and not torch.cuda.is_available():
@@ -604,6 +698,8 @@ if __name__ == "__main__":
         "maze": maze_table,
         "pixels": pixels_table,
         "episodes": episodes_table,
+        "activation": activation_table,
+        "denormals": denormals_table,
     }
     for table in a.tables:
         tables[table](a)

@@ -353,7 +353,8 @@ def test_categorical_episode_latent_elbo_is_the_exact_marginal_over_its_codes():
     torch.testing.assert_close(elbo, marginal_bound, atol=1e-3, rtol=1e-5)
     torch.testing.assert_close(fixed, marginal_bound, atol=1e-3, rtol=1e-5)  # log p - log q + L_k: any code
     torch.testing.assert_close(iwae, torch.logsumexp(exact, 1) + jacobian, atol=1e-3, rtol=1e-5)
-    assert bool((iwae >= elbo - 1e-4).all())
+    # where a code's posterior is one-hot the two are equal: allow float32 rounding at their magnitude (~2,000 nats)
+    assert bool((iwae >= elbo - 1e-4 - 1e-6 * elbo.abs()).all())
 
 
 def test_categorical_episode_latent_loss_is_the_tempered_marginal_and_acting_holds_a_code(tmp_path):

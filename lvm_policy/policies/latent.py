@@ -80,6 +80,7 @@ from lvm_policy.nets import (
     diag_gaussian_kl,
     diag_gaussian_log_prob,
     kmeans,
+    mish,
     mlp,
 )
 from lvm_policy.policies.base import Policy, PolicyConfig, register_policy
@@ -703,7 +704,7 @@ class LatentPolicy(Policy):
             act_n = act_n * dim_mask
         encoder = getattr(self, level)
         head = getattr(self, f"{level}_head")
-        h = torch.nn.functional.mish(encoder(torch.cat([obs_n, act_n], -1)))  # (B, T, hidden)
+        h = mish(encoder(torch.cat([obs_n, act_n], -1)))  # (B, T, hidden)
         w = mask.to(h.dtype)[..., None]
         pooled = (h * w).sum(1) / w.sum(1).clamp_min(1.0)  # (B, hidden) masked mean over the episode
         mean, log_var = head(pooled).chunk(2, -1)
