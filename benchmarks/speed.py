@@ -69,6 +69,7 @@ class Args:
             "episodes",
             "activation",
             "denormals",
+            "codebook",
         ]
     ] = field(default_factory=lambda: ["rollout", "classes", "chunks", "latency", "generic", "training"])
     """which tables to print (variants: CUDA only; maze: needs the maze extra, not in the default list)"""
@@ -660,10 +661,64 @@ def denormals_table(a: Args) -> None:
         print(f"| {name} | {kept:.1f} | {flushed:.1f} | {kept / flushed:.1f}x |", flush=True)
 
 
+def codebook_table(a: Args) -> None:
+    """The default lvm's codebook output layer for each chunk's nearest code, forward and backward as in training
+    (segment_batch x segment_steps chunks, episode_codes conditions each, on --denormal-demos' chunks): one weight
+    block gathered per row against the rows grouped by code (what training uses)."""
+    from lvm_policy.data import load_demonstrations
+
+    device = torch.device(a.device)
+    demos = load_demonstrations(str(a.denormal_demos), device=device)
+    torch.manual_seed(0)
+    box = demos.action_space
+    policy = make_policy("lvm", demos.obs.shape[1], demos.act.shape[1], None, box.low.tolist(), box.high.tolist())
+    policy = policy.to(device)
+    c = policy.config
+    windows = demos.windows(c.obs_horizon, c.action_horizon)
+    chunks = demos.act[windows.act_index]  # (N, H, A)
+    policy.fit_normalizer(demos.obs, demos.act, chunks)
+    n = c.segment_batch * c.segment_steps
+    rows = torch.randint(chunks.shape[0], (n,), device=device)
+    act_n = policy.normalize_act(chunks[rows].flatten(1))  # (n, H A)
+    k = torch.cdist(act_n, policy.codebook).argmin(1)  # (n,)
+    features = torch.randn(n, c.episode_codes, c.hidden_dim, device=device)
+    last = policy.decoder.layers[-1]
+    K, D2 = c.codebook_size, 2 * policy.chunk_dim
+
+    def gathered(h):
+        weight = last.weight.view(K, -1).index_select(0, k).view(-1, D2, h.shape[-1])
+        bias = last.bias.view(K, D2).index_select(0, k)
+        return torch.baddbmm(bias[:, :, None], weight, h.transpose(1, 2)).transpose(1, 2)
+
+    def timed(f) -> float:
+        def run():
+            h = features.clone().requires_grad_(True)
+            f(h).square().sum().backward()
+
+        run()
+        return _median_time(run, max(a.repeats, 20), device) * 1e3
+
+    print(
+        f"\n### The codebook output layer in training, {a.denormal_demos}, {device}, {torch.get_num_threads()} threads"
+    )
+    print(
+        "| chunks x conditions | codes used | largest count | gathered per row, ms | grouped by code, ms | speed-up |"
+    )
+    print("|---|---|---|---|---|---|")
+    per_row, grouped = timed(gathered), timed(lambda h: policy._code_rows_by_code(h, k))
+    counts = torch.bincount(k, minlength=K)
+    print(
+        f"| {n} x {c.episode_codes} | {int((counts > 0).sum())} | {int(counts.max())} | {per_row:.1f} | "
+        f"{grouped:.1f} | {per_row / grouped:.1f}x |"
+    )
+
+
 def activation_table(a: Args) -> None:
     """Mish as the fused kernel against the written-out x * tanh(softplus(x)) the networks use on the CPU."""
     device = torch.device(a.device)
-    print("\n| activation input | fused F.mish fwd ms | written-out fwd ms | fused fwd+bwd ms | written-out fwd+bwd ms |")
+    print(
+        "\n| activation input | fused F.mish fwd ms | written-out fwd ms | fused fwd+bwd ms | written-out fwd+bwd ms |"
+    )
     print("|---|---|---|---|---|")
     written = lambda x: x * torch.tanh(torch.nn.functional.softplus(x))  # noqa: E731
     for shape in [(2048, 128), (1024, 256), (16384, 128)]:
@@ -700,6 +755,7 @@ if __name__ == "__main__":
         "episodes": episodes_table,
         "activation": activation_table,
         "denormals": denormals_table,
+        "codebook": codebook_table,
     }
     for table in a.tables:
         tables[table](a)

@@ -304,11 +304,25 @@ def test_code_params_are_the_full_decoders_rows_for_the_code():
     p, obs, *_ = hierarchical(chunk_latent="codebook", codebook_size=5)
     cond = torch.cat([p.normalize_obs(obs[:, 0]), torch.randn(4, 2)], -1)
     k = torch.tensor([0, 4, 2, 4])
-    with torch.no_grad():
-        _, mean, log_std = p.code_decode(cond)  # every code's (B, K, D)
-        mean_k, log_std_k = p.code_params(cond, k)
-    torch.testing.assert_close(mean_k, mean[torch.arange(4), k])
-    torch.testing.assert_close(log_std_k, log_std[torch.arange(4), k])
+    _, mean, log_std = p.code_decode(cond)  # every code's (B, K, D)
+    picked = (mean[torch.arange(4), k], log_std[torch.arange(4), k])
+    with torch.no_grad():  # acting: a weight block gathered per row
+        gathered = p.code_params(cond, k)
+    by_code = p.code_params(cond, k)  # training: the rows grouped by code
+    for got in (gathered, by_code):
+        torch.testing.assert_close(got[0], picked[0].detach())
+        torch.testing.assert_close(got[1], picked[1].detach())
+    # the gradients of the grouped form equal the full decoder's, and S conditions may share a row's code
+    weights = [q for q in p.decoder.parameters()]
+    loss = lambda m, s: (m.square() + s).sum()  # noqa: E731
+    expected = torch.autograd.grad(loss(*picked), weights)
+    for got, want in zip(torch.autograd.grad(loss(*by_code), weights), expected):
+        torch.testing.assert_close(got, want)
+    shared = torch.stack([cond, cond.flip(0)], 1)  # (4, 2, C)
+    mean_s, _ = p.code_params(shared, k)
+    torch.testing.assert_close(mean_s[:, 0], by_code[0])
+    _, flipped, _ = p.code_decode(cond.flip(0))
+    torch.testing.assert_close(mean_s[:, 1], flipped[torch.arange(4), k].detach())
 
 
 def test_episode_free_nats_floor_the_minibatch_mean_of_the_episode_kl():
