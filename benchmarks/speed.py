@@ -109,8 +109,8 @@ class Args:
     """episodes table: the lvm's --lvm.episode-latent values measured (categorical: the default)"""
     denormal_demos: Path = Path("demos/tree_avoid/expert-v0")
     """denormals table: the demonstrations every class trains on"""
-    warm_steps: int = 200
-    """denormals table: gradient steps taken before timing (denormal gradients appear as training goes on)"""
+    denormal_steps: int = 300
+    """denormals table: the gradient steps timed from initialisation (denormal gradients come and go in training)"""
 
 
 def _sync(device):
@@ -545,12 +545,34 @@ def chunks_table(args: Args) -> None:
         )
 
 
+def _policy_on_demos(name: str, config, demos, train_set, device, cfg: TrainConfig):
+    """A fresh policy (seed 0) set up as train() sets it up on a dataset: its training windows, normalisers,
+    optimizer and minibatch generator."""
+    from lvm_policy.vision import image_slots
+
+    torch.manual_seed(0)
+    box = demos.action_space
+    policy = make_policy(
+        name,
+        demos.obs.shape[1],
+        demos.act.shape[1],
+        config,
+        box.low.tolist(),
+        box.high.tolist(),
+        image_slots=image_slots(demos.observation_space),
+    ).to(device)
+    c = policy.config
+    windows = train_set.windows(c.obs_horizon, c.action_horizon)
+    policy.fit_normalizer(train_set.obs, train_set.act, train_set.act[windows.act_index])
+    opt, _ = make_optimizer(policy, cfg)
+    return policy, windows, opt, torch.Generator(device=device).manual_seed(0)
+
+
 def episodes_table(args: Args) -> None:
     """The default lvm's gradient step on whole demonstration episodes (its two-level ELBO), reading every step of
     each minibatch episode or --episode-steps random ones, on each dataset of --demos."""
     from lvm_policy.data import load_demonstrations
     from lvm_policy.policies.latent import LatentConfig
-    from lvm_policy.vision import image_slots
 
     device = torch.device(args.device)
     cfg = TrainConfig()
@@ -569,22 +591,9 @@ def episodes_table(args: Args) -> None:
         shape = "x".join(map(str, demos.observation_space.shape or ())) or "dict"
         every = None
         for k in args.episode_steps:
-            torch.manual_seed(0)
-            box = demos.action_space
-            policy = make_policy(
-                "lvm",
-                demos.obs.shape[1],
-                demos.act.shape[1],
-                LatentConfig(episode_steps=k, episode_latent=latent),
-                box.low.tolist(),
-                box.high.tolist(),
-                image_slots=image_slots(demos.observation_space),
-            ).to(device)
+            config = LatentConfig(episode_steps=k, episode_latent=latent)
+            policy, windows, opt, gen = _policy_on_demos("lvm", config, demos, train_set, device, cfg)
             c = policy.config
-            windows = train_set.windows(c.obs_horizon, c.action_horizon)
-            policy.fit_normalizer(train_set.obs, train_set.act, train_set.act[windows.act_index])
-            opt, _ = make_optimizer(policy, cfg)
-            gen = torch.Generator(device=device).manual_seed(0)
 
             def run(steps=5):
                 for _ in range(steps):
@@ -604,46 +613,31 @@ def episodes_table(args: Args) -> None:
 
 
 def denormals_table(a: Args) -> None:
-    """Every class's gradient step on real demonstrations (as the training loop draws them) after --warm-steps steps,
-    with denormal floats computed as they are and flushed to zero (what train() does on the CPU)."""
+    """Every class's first --denormal-steps gradient steps from initialisation on real demonstrations (as the training
+    loop draws them), with denormal floats computed as they are and flushed to zero (what train() does on the CPU):
+    the same seed, so both columns train the same model."""
     from lvm_policy.data import load_demonstrations
-    from lvm_policy.vision import image_slots
 
     device = torch.device(a.device)
     cfg = TrainConfig()
     demos = load_demonstrations(str(a.denormal_demos), device=device)
     train_set, _ = demos.split(0.1, seed=0)
     print(
-        f"\n### Gradient step with and without flushing denormals, {a.denormal_demos}, after {a.warm_steps} steps, "
+        f"\n### The first {a.denormal_steps} gradient steps with and without flushing denormals, {a.denormal_demos}, "
         f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     print("| policy | ms per step, denormals kept | flushed to zero | speed-up |")
     print("|---|---|---|---|")
     for name in list_policies():
-        torch.manual_seed(0)
-        box = demos.action_space
-        policy = make_policy(
-            name,
-            demos.obs.shape[1],
-            demos.act.shape[1],
-            None,
-            box.low.tolist(),
-            box.high.tolist(),
-            image_slots=image_slots(demos.observation_space),
-        ).to(device)
-        c = policy.config
-        windows = train_set.windows(c.obs_horizon, c.action_horizon)
-        policy.fit_normalizer(train_set.obs, train_set.act, train_set.act[windows.act_index])
-        opt, _ = make_optimizer(policy, cfg)
-        gen = torch.Generator(device=device).manual_seed(0)
-        segments = policy.segments_per_batch()
-        done = 0
-
-        def run(steps=10):
-            nonlocal done
-            for _ in range(steps):
-                policy.on_train_step(done)
-                done += 1
+        seconds = {}
+        for flush in (False, True):
+            policy, windows, opt, gen = _policy_on_demos(name, None, demos, train_set, device, cfg)
+            segments = policy.segments_per_batch()
+            policy.train()
+            torch.set_flush_denormal(flush)
+            t = time.perf_counter()
+            for step in range(a.denormal_steps):
+                policy.on_train_step(step)
                 if segments is None:
                     idx = torch.randint(train_set.obs.shape[0], (cfg.batch_size,), device=device, generator=gen)
                     batch = windows.gather(train_set.obs, train_set.act, idx)
@@ -651,14 +645,10 @@ def denormals_table(a: Args) -> None:
                     idx = torch.randint(train_set.num_episodes, (segments,), device=device, generator=gen)
                     batch = windows.gather_episodes(train_set.obs, train_set.act, idx)
                 gradient_step(policy, opt, *batch[:2], cfg.grad_clip, batch[2])
-
-        policy.train()
-        run(a.warm_steps)
-        kept = _median_time(run, a.repeats, device) / 10 * 1000
-        torch.set_flush_denormal(True)
-        flushed = _median_time(run, a.repeats, device) / 10 * 1000
-        torch.set_flush_denormal(False)
-        print(f"| {name} | {kept:.1f} | {flushed:.1f} | {kept / flushed:.1f}x |", flush=True)
+            _sync(device)
+            seconds[flush] = (time.perf_counter() - t) / a.denormal_steps * 1000
+            torch.set_flush_denormal(False)
+        print(f"| {name} | {seconds[False]:.1f} | {seconds[True]:.1f} | {seconds[False] / seconds[True]:.1f}x |")
 
 
 def codebook_table(a: Args) -> None:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -38,6 +39,13 @@ SMALL = [
 def run(*args, timeout=240, env=None):
     env = env or dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def run_many(*commands: tuple) -> list[subprocess.CompletedProcess]:
+    """Independent command lines (each a tuple of run's arguments), two one-thread processes at a time; results in
+    order. Most of a refused command's time is Python importing torch, which two cores can do twice at once."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda args: run(*args), commands))
 
 
 def assert_one_line_error(r, *words):
@@ -162,30 +170,26 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(small_demos, tmp_path
 
 def test_bad_options_and_inputs_fail_with_one_line(small_demos, trained_run, tmp_path):
     out = str(tmp_path / "x")
-    assert_one_line_error(
-        run("scripts/train_bc.py", "--demos", str(tmp_path / "missing"), "--out", out, *SMALL), "not found"
-    )
-    assert_one_line_error(
-        run("scripts/train_bc.py", "--demos", str(small_demos), "--out", out, *SMALL, "--steps", "0"), "--steps"
-    )
-    assert_one_line_error(
-        run("scripts/train_bc.py", "--demos", str(small_demos), "--out", out, *SMALL, "--batch-size", "0"),
-        "--batch-size",
-    )
-    assert_one_line_error(
-        run("scripts/train_bc.py", "--demos", str(small_demos), "--out", out, *SMALL, "--ema-decay", "1"),
-        "--ema-decay",
-    )
-    assert_one_line_error(run("scripts/evaluate.py", str(trained_run), "--episodes", "-5"), "--episodes")
-    # an existing run is never overwritten
+    demos = ["--demos", str(small_demos), "--out", out, *SMALL]
     before = (trained_run / "best" / "model.safetensors").read_bytes()
-    assert_one_line_error(
-        run("scripts/train_bc.py", "--policy", "gmm", "--demos", str(small_demos), "--out", str(trained_run), *SMALL),
-        "--resume",
+    missing, steps, batch, ema, episodes, existing, unknown = run_many(
+        ("scripts/train_bc.py", "--demos", str(tmp_path / "missing"), "--out", out, *SMALL),
+        ("scripts/train_bc.py", *demos, "--steps", "0"),
+        ("scripts/train_bc.py", *demos, "--batch-size", "0"),
+        ("scripts/train_bc.py", *demos, "--ema-decay", "1"),
+        ("scripts/evaluate.py", str(trained_run), "--episodes", "-5"),
+        ("scripts/train_bc.py", "--policy", "gmm", "--demos", str(small_demos), "--out", str(trained_run), *SMALL),
+        ("scripts/train_bc.py", "--policy", "nope", "--out", out),
     )
+    assert_one_line_error(missing, "not found")
+    assert_one_line_error(steps, "--steps")
+    assert_one_line_error(batch, "--batch-size")
+    assert_one_line_error(ema, "--ema-decay")
+    assert_one_line_error(episodes, "--episodes")
+    # an existing run is never overwritten
+    assert_one_line_error(existing, "--resume")
     assert (trained_run / "best" / "model.safetensors").read_bytes() == before
-    r = run("scripts/train_bc.py", "--policy", "nope", "--out", out)
-    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
 
 
 def test_damaged_foreign_and_pickled_checkpoints_are_refused(trained_run, tmp_path):
@@ -197,24 +201,15 @@ def test_damaged_foreign_and_pickled_checkpoints_are_refused(trained_run, tmp_pa
     shutil.copytree(trained_run / "best", truncated)
     w = truncated / "model.safetensors"
     w.write_bytes(w.read_bytes()[:-100])
-    assert_one_line_error(run("scripts/evaluate.py", str(truncated), "--episodes", "10"), "model.safetensors")
 
     edited = tmp_path / "edited"
     shutil.copytree(trained_run / "best", edited)
     cfg = json.loads((edited / "config.json").read_text())
     cfg["config"]["hidden_dim"] = 7
     (edited / "config.json").write_text(json.dumps(cfg))
-    assert_one_line_error(run("scripts/evaluate.py", str(edited), "--episodes", "10"), "do not match")
 
     foreign = tmp_path / "foreign"
     make_policy("gmm", 5, 2).save(foreign)
-    assert_one_line_error(run("scripts/evaluate.py", str(foreign), "--episodes", "10"), "no environment recorded")
-    assert_one_line_error(
-        run("scripts/evaluate.py", str(foreign), "--episodes", "10", "--env", "TreeAvoid-v0"), "size 5"
-    )
-    r = run("scripts/evaluate.py", str(trained_run), "--episodes", "10", "--env", "not_a_package:Nope-v0")
-    assert r.returncode == 2
-    assert_one_line_error(r, "not_a_package")
 
     pickled = tmp_path / "pickled"
     pickled.mkdir()
@@ -226,7 +221,24 @@ def test_damaged_foreign_and_pickled_checkpoints_are_refused(trained_run, tmp_pa
         [sys.executable, "-c", payload + f"pickle.dump(P(), open('{pickled / 'model.pt'}', 'wb'))"], check=True
     )
     shutil.copy(trained_run / "best" / "config.json", pickled / "config.json")
-    assert_one_line_error(run("scripts/evaluate.py", str(pickled), "--episodes", "10"), "refusing")
+
+    evaluate = ("scripts/evaluate.py",)
+    results = run_many(
+        (*evaluate, str(truncated), "--episodes", "10"),
+        (*evaluate, str(edited), "--episodes", "10"),
+        (*evaluate, str(foreign), "--episodes", "10"),
+        (*evaluate, str(foreign), "--episodes", "10", "--env", "TreeAvoid-v0"),
+        (*evaluate, str(trained_run), "--episodes", "10", "--env", "not_a_package:Nope-v0"),
+        (*evaluate, str(pickled), "--episodes", "10"),
+    )
+    truncated_r, edited_r, foreign_r, foreign_env_r, unknown_env_r, pickled_r = results
+    assert_one_line_error(truncated_r, "model.safetensors")
+    assert_one_line_error(edited_r, "do not match")
+    assert_one_line_error(foreign_r, "no environment recorded")
+    assert_one_line_error(foreign_env_r, "size 5")
+    assert unknown_env_r.returncode == 2
+    assert_one_line_error(unknown_env_r, "not_a_package")
+    assert_one_line_error(pickled_r, "refusing")
     assert not marker.exists()
 
 

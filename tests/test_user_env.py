@@ -9,7 +9,9 @@ from the EnvSpec the dataset recorded.
 import json
 import multiprocessing
 import os
+import subprocess
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import gymnasium as gym
 import numpy as np
@@ -93,16 +95,19 @@ def user_runs(user_dataset, tmp_path_factory):
     """Every class trained from the CLI, the dataset named by its id under MINARI_DATASETS_PATH."""
     runs = tmp_path_factory.mktemp("user_runs")
     env = dict(os.environ, MINARI_DATASETS_PATH=str(user_dataset), OMP_NUM_THREADS="1")
-    out = {}
-    for name in ("lvm", "gmm", "autoregressive", "gaussian"):
-        run_dir = runs / name
-        args = ["--policy", name, "--demos", DATASET_ID, "--out", str(run_dir), "--steps", "400"]
+
+    def train(name: str) -> subprocess.CompletedProcess:
+        args = ["--policy", name, "--demos", DATASET_ID, "--out", str(runs / name), "--steps", "400"]
         args += ["--eval-every", "0", "--final-eval-episodes", "40", "--vectorization", "sync", "--no-progress"]
-        r = run("scripts/train_bc.py", *args, "--device", "cpu", env=env)
+        return run("scripts/train_bc.py", *args, "--device", "cpu", env=env)
+
+    names = ("lvm", "gmm", "autoregressive", "gaussian")
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two one-thread processes at a time on the 2 cores
+        results = dict(zip(names, pool.map(train, names)))
+    for r in results.values():
         assert r.returncode == 0, r.stderr
         assert "run folder" in r.stdout and "next: python scripts/evaluate.py" in r.stdout  # the readable end
-        out[name] = run_dir
-    return out
+    return {name: runs / name for name in names}
 
 
 def test_the_dataset_loads_with_its_dict_space_and_box(user_dataset, monkeypatch):
