@@ -6,6 +6,7 @@ python scripts/evaluate.py runs/gaussian-seed0 --deterministic  # the mean actio
 python scripts/evaluate.py runs/my-run --num-envs 32 --vectorization sync   # an env without a torch twin
 python scripts/evaluate.py runs/lvm-seed0 --sb3 --episodes 500  # gym.make + stable-baselines3's evaluate_policy
 python scripts/evaluate.py runs/lvm-seed0 --video lvm.gif       # a few rendered episodes
+python scripts/evaluate.py runs/lvm-seed0 --action-steps 8      # execute whole chunks (trained with 4 of 8)
 
 The env is the run's (recorded at training), or ``--env ID``. It is played through its batched torch twin on
 ``--device`` when it has one, else through gymnasium's vector env with the policy on ``--device``.
@@ -55,6 +56,8 @@ class Args:
     """also write a .gif (or .mp4 with imageio-ffmpeg) of four episodes here"""
     seed: int = 1_000_000
     """seed of the evaluation episodes (the same for every policy)"""
+    action_steps: int | None = None
+    """a chunked policy: actions executed per prediction, 1 to its action_horizon (default: as trained)"""
 
 
 def run_environment(run: Path, policy) -> str | object:
@@ -86,6 +89,11 @@ def main(args: Args) -> None:
         raise CheckpointError(f"{args.run}: no such run folder")
     device = resolve_device(args.device)
     policy = load_policy(args.run, device)
+    if args.action_steps is not None:
+        try:
+            policy.set_action_steps(args.action_steps)
+        except ValueError as exc:
+            raise ConfigError(f"--action-steps {args.action_steps}: {exc}") from None
     env = env_spec_of(args.env if args.env is not None else run_environment(args.run, policy))
     try:
         import gymnasium as gym
@@ -126,6 +134,7 @@ def main(args: Args) -> None:
         env_id=env.id,
         policy=policy.name,
         deterministic=args.deterministic,
+        action_steps=policy.config.action_steps,
         device=str(device if not args.sb3 else "cpu"),
         seconds=time.perf_counter() - start,
     )

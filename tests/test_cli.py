@@ -301,12 +301,18 @@ def test_chunked_policy_trains_saves_and_plays_through_both_paths(small_demos, t
     c = policy.config
     assert (c.obs_horizon, c.action_horizon, c.action_steps, policy.chunk_dim) == (2, 4, 2, 8)
     assert math.isfinite(json.loads((out / "metrics.json").read_text())["nll"])
-    r = run("scripts/evaluate.py", str(out), "--episodes", "1000", "--json", "--device", "cpu")
+    r, r_sb3, whole, too_many = run_many(
+        ("scripts/evaluate.py", str(out), "--episodes", "1000", "--json", "--device", "cpu"),
+        ("scripts/evaluate.py", str(out), "--episodes", "200", "--json", "--sb3"),
+        ("scripts/evaluate.py", str(out), "--episodes", "100", "--json", "--device", "cpu", "--action-steps", "4"),
+        ("scripts/evaluate.py", str(out), "--episodes", "100", "--action-steps", "5"),
+    )
     assert r.returncode == 0, r.stderr
     batched = json.loads(r.stdout)
-    r = run("scripts/evaluate.py", str(out), "--episodes", "200", "--json", "--sb3")
-    assert r.returncode == 0, r.stderr
-    sb3 = json.loads(r.stdout)
+    assert r_sb3.returncode == 0, r_sb3.stderr
+    sb3 = json.loads(r_sb3.stdout)
+    assert batched["action_steps"] == 2 and json.loads(whole.stdout)["action_steps"] == 4  # whole chunks
+    assert_one_line_error(too_many, "--action-steps 5", "action_steps")
     p = batched["success_rate"]
     se = (p * (1 - p) / 200 + p * (1 - p) / 1000) ** 0.5
     assert abs(sb3["success_rate"] - p) <= 4 * se + 0.01, (sb3["success_rate"], p)

@@ -100,9 +100,14 @@ def deterministic_chunked(**options) -> torch.nn.Module:
     return p
 
 
-def test_queue_plays_ta_actions_then_replans_and_restarts_on_reset():
+@pytest.mark.parametrize("set_at_evaluation", [False, True])
+def test_queue_plays_ta_actions_then_replans_and_restarts_on_reset(set_at_evaluation):
     To, H, Ta = 2, 4, 3
-    p = deterministic_chunked(obs_horizon=To, action_horizon=H, action_steps=Ta)
+    p = deterministic_chunked(obs_horizon=To, action_horizon=H, action_steps=1 if set_at_evaluation else Ta)
+    if set_at_evaluation:  # evaluate.py --action-steps: the same weights, another Ta
+        with pytest.raises(ValueError, match="action_steps"):
+            p.set_action_steps(H + 1)
+        p.set_action_steps(Ta)
     N, T = 3, 10
     obs = torch.randn(T, N, 3)
     resets = torch.zeros(T, N, dtype=torch.bool)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -288,6 +288,15 @@ class Policy(nn.Module):
         the training episodes in batches as ``Windows.gather_episodes`` gives them. Returns numbers to log; the
         default does nothing."""
         return {}
+
+    def set_action_steps(self, steps: int) -> None:
+        """Execute ``steps`` actions of each predicted chunk before predicting again: an acting choice, the weights
+        stay (Diffusion Policy varies its n_action_steps at evaluation the same way). 1 <= steps <= action_horizon;
+        a ValueError otherwise. Forgets every environment's queue."""
+        config = replace(self.config, action_steps=steps)
+        config.validate()
+        self.config = config
+        self.reset()
 
     def reset(self, mask: torch.Tensor | None = None) -> None:
         """Forget per-episode state (history, action queue, a held latent) for the environments where mask (N,)
