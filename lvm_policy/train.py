@@ -360,9 +360,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 def denormals_flushed(device: torch.device) -> Iterator[None]:
     """Flush denormal floats to zero on the CPU while training, then restore the default. Gradients scaled by a
     vanishing weight (an episode code of posterior probability 1e-40 weighs its whole decoder pass) are denormal,
-    and x86 arithmetic on denormals is many times slower: the default lvm's backward pass took 80 ms a step with
-    them and 18 ms without (TreeAvoid, 2 threads; ``python benchmarks/speed.py --tables denormals``). Values below
-    1.2e-38 change nothing a float32 model can resolve."""
+    and x86 arithmetic on denormals is many times slower: the default lvm's first 300 steps on TreeAvoid took 41.6
+    ms a step with them and 31.1 ms without (2 threads; ``python benchmarks/speed.py --tables denormals``). Values
+    below 1.2e-38 change nothing a float32 model can resolve."""
     if device.type != "cpu" or not torch.set_flush_denormal(True):  # False where the CPU cannot flush
         yield
         return

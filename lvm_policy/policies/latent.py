@@ -568,7 +568,7 @@ class LatentPolicy(Policy):
         by code: the rows are sorted into K buckets of M = the largest count (padded with a zero row) and each
         bucket meets its code's weights in one batched matmul, so the weights' gradient is (K, 2 D, hidden) at
         once. Gathering a weight block per row instead writes N blocks forward and N gradient blocks backward
-        before an index_add: 1.7x the time of this at N = 512, S = 4 on the CPU (``python benchmarks/speed.py
+        before an index_add: 1.4x the time of this at N = 512, S = 4 on the CPU (``python benchmarks/speed.py
         --tables codebook``). M is read on the host, so acting, which CUDA graphs capture, does not come here."""
         K, D = self.config.codebook_size, self.chunk_dim
         N, S, hidden = h.shape
