@@ -163,9 +163,14 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(small_demos, tmp_path
     for file in ("latest/model.safetensors", "latest/train_state.safetensors", "best/model.safetensors"):
         a, b = load_file(str(full / file)), load_file(str(killed / file))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), file
-    # the default lvm's episode prior was refit-tested before each evaluation, and the test logged
-    evals = [json.loads(line) for line in (full / "log.jsonl").read_text().splitlines() if '"eval"' in line]
-    assert evals and all({"prior_holes_before", "prior_refit_kept", "refit_seconds"} <= e.keys() for e in evals)
+    # and the resumed run's last periodic evaluation is the uninterrupted one's (the default lvm's categorical
+    # episode latent has no prior to refit: the refit is tested with the Gaussian one in test_temporal.py)
+    def evals(run_dir):
+        return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if '"eval"' in line]
+
+    last_full, last_killed = evals(full)[-1], evals(killed)[-1]
+    assert last_full["step"] == last_killed["step"] == 200
+    assert last_full["score"] == last_killed["score"] and "refit_seconds" not in last_full
 
 
 def test_bad_options_and_inputs_fail_with_one_line(small_demos, trained_run, tmp_path):
