@@ -163,6 +163,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(small_demos, tmp_path
     for file in ("latest/model.safetensors", "latest/train_state.safetensors", "best/model.safetensors"):
         a, b = load_file(str(full / file)), load_file(str(killed / file))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), file
+
     # and the resumed run's last periodic evaluation is the uninterrupted one's (the default lvm's categorical
     # episode latent has no prior to refit: the refit is tested with the Gaussian one in test_temporal.py)
     def evals(run_dir):
