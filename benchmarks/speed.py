@@ -659,26 +659,14 @@ def codebook_table(a: Args) -> None:
 
     device = torch.device(a.device)
     demos = load_demonstrations(str(a.denormal_demos), device=device)
-    torch.manual_seed(0)
-    box = demos.action_space
-    policy = make_policy("lvm", demos.obs.shape[1], demos.act.shape[1], None, box.low.tolist(), box.high.tolist())
-    policy = policy.to(device)
+    policy, windows, _, _ = _policy_on_demos("lvm", None, demos, demos, device, TrainConfig())
     c = policy.config
-    windows = demos.windows(c.obs_horizon, c.action_horizon)
     chunks = demos.act[windows.act_index]  # (N, H, A)
-    policy.fit_normalizer(demos.obs, demos.act, chunks)
     n = c.segment_batch * c.segment_steps
     rows = torch.randint(chunks.shape[0], (n,), device=device)
     act_n = policy.normalize_act(chunks[rows].flatten(1))  # (n, H A)
     k = torch.cdist(act_n, policy.codebook).argmin(1)  # (n,)
     features = torch.randn(n, c.episode_codes, c.hidden_dim, device=device)
-    last = policy.decoder.layers[-1]
-    K, D2 = c.codebook_size, 2 * policy.chunk_dim
-
-    def gathered(h):
-        weight = last.weight.view(K, -1).index_select(0, k).view(-1, D2, h.shape[-1])
-        bias = last.bias.view(K, D2).index_select(0, k)
-        return torch.baddbmm(bias[:, :, None], weight, h.transpose(1, 2)).transpose(1, 2)
 
     def timed(f) -> float:
         def run():
@@ -695,8 +683,9 @@ def codebook_table(a: Args) -> None:
         "| chunks x conditions | codes used | largest count | gathered per row, ms | grouped by code, ms | speed-up |"
     )
     print("|---|---|---|---|---|---|")
-    per_row, grouped = timed(gathered), timed(lambda h: policy._code_rows_by_code(h, k))
-    counts = torch.bincount(k, minlength=K)
+    per_row = timed(lambda h: policy._code_rows_gathered(h, k))
+    grouped = timed(lambda h: policy._code_rows_by_code(h, k))
+    counts = torch.bincount(k, minlength=c.codebook_size)
     print(
         f"| {n} x {c.episode_codes} | {int((counts > 0).sum())} | {int(counts.max())} | {per_row:.1f} | "
         f"{grouped:.1f} | {per_row / grouped:.1f}x |"
@@ -705,18 +694,19 @@ def codebook_table(a: Args) -> None:
 
 def activation_table(a: Args) -> None:
     """Mish as the fused kernel against the written-out x * tanh(softplus(x)) the networks use on the CPU."""
+    from lvm_policy.nets import mish_written_out
+
     device = torch.device(a.device)
     print(
         "\n| activation input | fused F.mish fwd ms | written-out fwd ms | fused fwd+bwd ms | written-out fwd+bwd ms |"
     )
     print("|---|---|---|---|---|")
-    written = lambda x: x * torch.tanh(torch.nn.functional.softplus(x))  # noqa: E731
     for shape in [(2048, 128), (1024, 256), (16384, 128)]:
         x = torch.randn(*shape, device=device, requires_grad=True)
         g = torch.randn_like(x)
         row = []
         for backward in (False, True):
-            for f in (torch.nn.functional.mish, written):
+            for f in (torch.nn.functional.mish, mish_written_out):
                 if backward:
                     run = lambda f=f: torch.autograd.grad(f(x), x, g)  # noqa: E731
                 else:

@@ -549,19 +549,26 @@ class LatentPolicy(Policy):
         each, or cond (N, S, C), S conditions sharing row n's code -> (N, S, D). Only that code's rows of the output
         layer are applied (the output layer has K * 2 * D rows; all of them cost K times the arithmetic and dominated
         a training step of the two-level lvm)."""
-        K, D = self.config.codebook_size, self.chunk_dim
+        D = self.chunk_dim
         shared = cond if cond.dim() == 3 else cond[:, None]  # (N, S, C)
         h = self.decoder.features(shared)  # (N, S, hidden)
         last = self.decoder.layers[-1]
         if torch.is_grad_enabled() and last.weight.requires_grad:
             out = self._code_rows_by_code(h, k)  # training: no per-row copy of the weights and of their gradient
-        else:  # acting: no host sync (CUDA graphs); one weight block gathered per row
-            weight = last.weight.view(K, -1).index_select(0, k).view(-1, 2 * D, h.shape[-1])  # (N, 2 D, hidden)
-            bias = last.bias.view(K, 2 * D).index_select(0, k)  # (N, 2 D)
-            out = torch.baddbmm(bias[:, :, None], weight, h.transpose(1, 2)).transpose(1, 2)  # (N, S, 2 D)
+        else:  # acting: no host sync (CUDA graphs)
+            out = self._code_rows_gathered(h, k)
         offset, raw = out.unflatten(-1, (2, D)).unbind(-2)  # (N, S, D) each
         mean, log_std = self.codebook[k][:, None] + offset, self._decoder_log_std(raw)
         return (mean, log_std) if cond.dim() == 3 else (mean[:, 0], log_std[:, 0])
+
+    def _code_rows_gathered(self, h: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The output layer's rows of code k (N,) applied to features h (N, S, hidden) -> (N, S, 2 D), one weight
+        block gathered per row (index_select: its gradient is an index_add, faster on the CPU than index_put)."""
+        K, D = self.config.codebook_size, self.chunk_dim
+        last = self.decoder.layers[-1]
+        weight = last.weight.view(K, -1).index_select(0, k).view(-1, 2 * D, h.shape[-1])  # (N, 2 D, hidden)
+        bias = last.bias.view(K, 2 * D).index_select(0, k)  # (N, 2 D)
+        return torch.baddbmm(bias[:, :, None], weight, h.transpose(1, 2)).transpose(1, 2)  # (N, S, 2 D)
 
     def _code_rows_by_code(self, h: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """The output layer's rows of code k (N,) applied to features h (N, S, hidden) -> (N, S, 2 D), rows grouped
