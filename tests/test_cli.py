@@ -99,6 +99,7 @@ def test_train_bc_writes_a_complete_run(trained_run):
     assert metrics["env_id"] == "TreeAvoid-v0" and metrics["engine"] == "torch"
     config = json.loads((trained_run / "config.json").read_text())
     assert config["environment"]["id"] == "TreeAvoid-v0" and "Box" in config["environment"]["action_space"]
+    assert config["lr"] == 1e-3  # the class's own rate, resolved before it is recorded
     log = [json.loads(line) for line in (trained_run / "log.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in log} == {"train", "eval"} and "nll" in log[0]
     assert load_policy(trained_run).name == "gmm"
@@ -324,3 +325,9 @@ def test_chunked_policy_trains_saves_and_plays_through_both_paths(small_demos, t
     assert abs(sb3["success_rate"] - p) <= 4 * se + 0.01, (sb3["success_rate"], p)
     length = batched["mean_episode_length"]
     assert abs(sb3["mean_episode_length"] - length) <= 0.1 * length
+
+
+def test_diagnose_maze_decision_refuses_other_tasks(trained_run):
+    """The diagnosis reads the three-route maze's observations: a TreeAvoid run fails with one line."""
+    r = run("scripts/diagnose_maze_decision.py", str(trained_run), "--samples", "2")
+    assert_one_line_error(r, "not a run on PointMazeThreeRoutes-v0")
