@@ -175,6 +175,8 @@ class Args:
     """training seeds"""
     steps: int | None = None
     """gradient steps (default: train_bc's default)"""
+    lr: float | None = None
+    """learning rate of every run (default: train_bc's default)"""
     demos: str | None = None
     """a Minari dataset (folder or dataset id) instead of the task's default demonstrations"""
     runs: Path = Path("runs/compare")
@@ -239,6 +241,8 @@ def plan(args: Args, label: str, demos_ref: str, runs: Path, out: Path, bench: B
     base = replace(base, final_eval_episodes=episodes)  # the training's final evaluation is the sampled one
     if args.steps is not None:
         base = replace(base, steps=args.steps)
+    if args.lr is not None:
+        base = replace(base, lr=args.lr)
     if args.eval_every is not None:
         base = replace(base, eval_every=args.eval_every)
     specs = []

@@ -404,3 +404,23 @@ def test_lvm_prior_scale_zero_draws_component_means():
         means = p.prior_params(obs_n)[1]  # (5, K, dz)
     distance = (z[:, :, None] - means[:, None]).norm(dim=-1).min(-1).values  # to the nearest component mean
     assert float(distance.max()) < 1e-6
+
+
+def test_chunk_prior_learns_at_its_own_rate():
+    """chunk_prior_lr_scale puts the chunk prior's parameters, and only them, in a group at that multiple of the
+    rate; the cosine schedule scales both groups alike."""
+    from lvm_policy.train import TrainConfig, make_optimizer
+
+    policy = make_policy("lvm", 3, 2, LatentConfig(chunk_prior_lr_scale=3.0))
+    opt, sched = make_optimizer(policy, TrainConfig(demos="unused", lr=1e-3, steps=10))
+    rest, prior = opt.param_groups
+    assert {id(p) for p in prior["params"]} == {id(p) for p in policy.prior.parameters()}
+    assert len(rest["params"]) + len(prior["params"]) == len(list(policy.parameters()))
+    assert (rest["lr"], prior["lr"]) == (1e-3, 3e-3)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    assert prior["lr"] == pytest.approx(3 * rest["lr"]) and rest["lr"] < 1e-3
+    assert len(make_optimizer(make_policy("lvm", 3, 2), TrainConfig(demos="unused"))[0].param_groups) == 1
+    with pytest.raises(ValueError, match="chunk_prior_lr_scale"):
+        LatentConfig(chunk_prior_lr_scale=0.0).validate()

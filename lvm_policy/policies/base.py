@@ -289,6 +289,11 @@ class Policy(nn.Module):
         default does nothing."""
         return {}
 
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups at the base learning rate ``lr``: one group; a class whose networks learn
+        at different rates gives more (as ACT's backbone has its own rate)."""
+        return [{"params": list(self.parameters()), "lr": lr}]
+
     def set_action_steps(self, steps: int) -> None:
         """Execute ``steps`` actions of each predicted chunk before predicting again: an acting choice, the weights
         stay (Diffusion Policy varies its n_action_steps at evaluation the same way). 1 <= steps <= action_horizon;

@@ -183,6 +183,9 @@ class LatentConfig(PolicyConfig):
     episode_beta_warmup_steps: int | None = None
     """hierarchical scope: training steps over which episode_beta rises linearly from 0; None: beta_warmup_steps.
     A longer rise lets the episode latent take a coupled choice before its KL weight makes starting costly"""
+    chunk_prior_lr_scale: float = 1.0
+    """the chunk level's prior learns at this multiple of the learning rate (a classifier over the codebook's codes
+    that converges slower than the decoder: docs/results.md, "Where the three-route maze's TV comes from")"""
     free_bits: float = 0.0
     """per-dimension KL floor in nats (0 disables it)"""
     episode_free_nats: float = 0.0
@@ -210,6 +213,8 @@ class LatentConfig(PolicyConfig):
             raise ValueError("latent_dim, iwae_samples, prior_components must be >= 1 and beta_warmup_steps >= 0")
         if self.prior not in ("standard", "gaussian", "mixture"):
             raise ValueError(f"prior must be standard, gaussian or mixture, got {self.prior!r}")
+        if not (self.chunk_prior_lr_scale > 0 and math.isfinite(self.chunk_prior_lr_scale)):
+            raise ValueError(f"chunk_prior_lr_scale must be a positive number, got {self.chunk_prior_lr_scale}")
         if (self.beta is not None and self.beta < 0) or self.free_bits < 0 or self.episode_free_nats < 0:
             raise ValueError(
                 f"beta, free_bits and episode_free_nats must be >= 0, got {self.beta}, {self.free_bits}, "
@@ -1030,6 +1035,14 @@ class LatentPolicy(Policy):
         z = self._prior_sample(obs_n, n)
         mean, log_std = self.decode(obs_n[:, None].expand(-1, n, -1), z)
         return self.denormalize_act(mean + log_std.exp() * torch.randn_like(mean))
+
+    def param_groups(self, lr: float) -> list[dict]:
+        scale = self.config.chunk_prior_lr_scale
+        if scale == 1.0 or self.prior is None:
+            return super().param_groups(lr)
+        mine = {id(p) for p in self.prior.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in mine]
+        return [{"params": rest, "lr": lr}, {"params": list(self.prior.parameters()), "lr": lr * scale}]
 
     def _writable_held_state(self) -> None:
         """``predict`` runs in inference mode; a held latent made there is cloned before a normal-mode update."""
