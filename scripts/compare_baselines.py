@@ -31,7 +31,6 @@ import sys
 import time
 import typing
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -340,10 +339,8 @@ SUMMARY = [("success_rate", "success", "{:.3f}"), ("mode_tv", "mode TV", "{:.3f}
 def write_summary(out: Path) -> None:
     """results/summary.md: per class (sampled actions) and task, mean over seeds, from every results.json below
     ``out``. A comparison in a folder named like a task (``results/modern/slalom``) fills that task's column with
-    the classes it adds; a class in several of them is taken from the one with the most seeds, on a tie from the
-    one written last (tables written before the date was recorded count as oldest; among them ``results/<task>``
-    itself, then alphabetically), so that a re-measured default replaces the old one. Other folders get their own
-    column."""
+    the classes it adds; a class in several of them is taken from the one with the most seeds (on a tie, from
+    ``results/<task>`` itself). Other folders get their own column."""
     # results/<task> before results/<x>/<task>, then alphabetically
     found = sorted((f.parent.relative_to(out) for f in out.glob("**/results.json")), key=lambda d: (len(d.parts), d))
     sources: dict[str, list[Path]] = {}
@@ -353,14 +350,14 @@ def write_summary(out: Path) -> None:
     tasks = [t for t in TASKS if t in sources] + [t for t in sources if t not in TASKS]
     records: dict[str, list[dict]] = {}
     for t in tasks:
-        best: dict[str, tuple[tuple[int, str], list[dict]]] = {}  # policy -> ((seeds, written), rows) of one folder
+        best: dict[str, tuple[int, list[dict]]] = {}  # policy -> (seeds, its rows) from one folder
         for folder in sources[t]:
             rows = json.loads((out / folder / "results.json").read_text())
             for p in dict.fromkeys(r["policy"] for r in rows):
                 mine = [r for r in rows if r["policy"] == p]
-                rank = (len({r.get("seed") for r in mine}), max(r.get("written", "") for r in mine))
-                if p not in best or rank > best[p][0]:  # full ties: the shallower folder, read first
-                    best[p] = (rank, mine)
+                seeds = len({r.get("seed") for r in mine})
+                if p not in best or seeds > best[p][0]:  # ties: the shallower folder, read first
+                    best[p] = (seeds, mine)
         records[t] = [r for _, mine in best.values() for r in mine]
     # the registry's order (the package's own lvm first); ablation rows (lvm-episode-beta1, ROW:option=value) stay
     # in their own results.md
@@ -451,8 +448,7 @@ def write_tables(args: Args, c: Comparison, outcomes: list[Outcome]) -> None:
     finished = [(s, o) for s, o in zip(c.specs, outcomes) if o.error is None]
     if not finished:
         return
-    written = datetime.now(timezone.utc).isoformat(timespec="seconds")  # the summary's tie-break: newest wins
-    records = [{**r, "written": written} for _, o in finished for r in o.result["records"]]
+    records = [r for _, o in finished for r in o.result["records"]]
     recorded = json.loads((finished[0][0].run / "config.json").read_text())["environment"]
     env = EnvSpec.from_json(recorded["spec"]) if recorded["spec"] else recorded["id"]
     names, figure = env_figure(env)
