@@ -184,8 +184,9 @@ class LatentConfig(PolicyConfig):
     """hierarchical scope: training steps over which episode_beta rises linearly from 0; None: beta_warmup_steps.
     A longer rise lets the episode latent take a coupled choice before its KL weight makes starting costly"""
     chunk_prior_lr_scale: float = 1.0
-    """the chunk level's prior learns at this multiple of the learning rate (a classifier over the codebook's codes
-    that converges slower than the decoder: docs/results.md, "Where the three-route maze's TV comes from")"""
+    """the chunk level's prior learns at this multiple of the learning rate, in its own optimizer group. At 3 it
+    places the three-route maze's turns where the demonstrations do, but loses a Slalom seed (docs/results.md,
+    "The junction's calibration and the learning rate")"""
     free_bits: float = 0.0
     """per-dimension KL floor in nats (0 disables it)"""
     episode_free_nats: float = 0.0
