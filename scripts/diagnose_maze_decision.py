@@ -52,6 +52,8 @@ class Args:
     """metres of distance to the junction's centre per bin"""
     device: str = "cpu"
     """device of the policy"""
+    seed: int = 0
+    """seed of the policy's draws (the figures repeat exactly on the same device)"""
     json: bool = False
     """print one JSON line instead of the table"""
 
@@ -96,6 +98,7 @@ def main(args: Args) -> None:
             f"{args.states}, {args.bin_width}"
         )
     device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
     policy = load_policy(args.run / "best", device)
     if policy.env_id != MAZE:
         raise ConfigError(f"{args.run}: not a run on {MAZE} (env {policy.env_id})")
@@ -104,9 +107,11 @@ def main(args: Args) -> None:
     at = observation_offsets(demos.observation_space)["observation"]
     obs, act, episode = demos.obs, demos.act, demos.episode
     x, y, vy = obs[:, at].numpy(), obs[:, at + 1].numpy(), obs[:, at + 3].numpy()
+    from envs.point_maze import LAYOUTS
+
+    names = LAYOUTS[MAZE].route_names
     route = demos.mode[episode].numpy()
-    names = ["top", "middle", "bottom"]
-    went_right = np.isin(route, [names.index("top"), names.index("middle")])
+    went_right = np.isin(route, [names.index("top"), names.index("middle")])  # the routes through the junction
     jx, jy = junction_xy()
     H, To, N = policy.config.action_horizon, policy.config.obs_horizon, obs.shape[0]
     step = np.arange(N)
@@ -136,8 +141,8 @@ def main(args: Args) -> None:
                 "policy_down": float(drawn_down.float().mean()),
             }
         )
-    routes = route[first == step]  # one per episode
-    top_given_right = float(np.mean(routes[np.isin(routes, [0, 1])] == names.index("top")))
+    starts = first == step  # one step per episode
+    top_given_right = float(np.mean(route[starts & went_right] == names.index("top")))
     if args.json:
         print(json.dumps({"run": str(args.run), "top_given_right_in_demonstrations": top_given_right, "bins": rows}))
         return
