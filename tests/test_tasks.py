@@ -1,6 +1,8 @@
 """Slalom-v0 and MultiGoal-v0: env checkers, single/batched parity through auto-resets, the mode convention,
 their experts (success, mode mix, coupling) and the averaging failure."""
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -325,3 +327,33 @@ def test_slalom_expert_choices_are_independent_of_the_last_side_and_the_car():
     assert abs(row["left_given_car_left_of_centre"] - row["left_given_car_right_of_centre"]) < 0.05
     coupled = rollout_expert(500, seed=3, expert=SlalomExpertConfig(coupling="same"), task="slalom")
     assert module.summarise(coupled.observations, before=2.5, trees=3)["repeat_rate"] == 1.0
+
+
+def test_code_mode_information_is_the_modes_entropy_when_each_code_holds_one_mode():
+    """diagnose_episode_prior's measure of what a categorical episode latent holds: codes that each hold one mode
+    carry all of the modes' entropy, codes drawn apart from the modes none of it."""
+    module = _script_module("diagnose_episode_prior")
+    mode = torch.tensor([0, 0, 0, 1, 2, 2])  # shares 1/2, 1/6, 1/3
+    entropy = -sum(p * math.log(p) for p in (1 / 2, 1 / 6, 1 / 3))
+    by_mode = torch.nn.functional.one_hot(torch.tensor([3, 3, 3, 0, 1, 1]), 4).float()  # code 3 for mode 0, ...
+    joint, information, h = module.code_mode_information(by_mode, mode, 3)
+    assert h == pytest.approx(entropy) and information == pytest.approx(entropy)
+    assert (
+        joint.shape == (4, 3) and float(joint.sum()) == pytest.approx(1.0) and float(joint[3, 0]) == pytest.approx(0.5)
+    )
+    _, none, _ = module.code_mode_information(torch.full((6, 4), 0.25), mode, 3)
+    assert none == pytest.approx(0.0, abs=1e-12)
+
+
+def test_episode_code_posteriors_are_a_distribution_and_only_for_a_categorical_latent():
+    from lvm_policy.policies import make_policy
+    from lvm_policy.policies.latent import LatentConfig
+
+    torch.manual_seed(0)
+    policy = make_policy("lvm", 3, 2, LatentConfig(action_horizon=2, action_steps=1)).eval()
+    obs, act, mask = torch.randn(5, 7, 1, 3), torch.randn(5, 7, 2, 2), torch.ones(5, 7, 2, dtype=torch.bool)
+    q = policy.episode_code_posteriors(obs, act, mask)
+    assert q.shape == (5, policy.config.episode_codes) and torch.allclose(q.sum(1), torch.ones(5))
+    gaussian = make_policy("lvm", 3, 2, LatentConfig(action_horizon=2, action_steps=1, episode_latent="gaussian"))
+    with pytest.raises(ValueError, match="categorical"):
+        gaussian.episode_code_posteriors(obs, act, mask)

@@ -347,6 +347,18 @@ class LatentPolicy(Policy):
         level = "episode_encoder" if self.config.latent_scope == "hierarchical" else "encoder"
         return self.segment_posterior(obs_n, self.normalize_act(act.flatten(2)), step, level, dm)
 
+    @torch.no_grad()
+    def episode_code_posteriors(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """A categorical episode latent's posterior q(k | tau) of whole episodes (windows (E, T, To, O), chunks
+        (E, T, H, A), mask (E, T, H), as ``Windows.gather_episodes`` gives them) -> (E, K): the tempered exact
+        posterior that training uses at its final KL weights (``_categorical_episode_terms``), every step read."""
+        c = self.config
+        if c.latent_scope != "hierarchical" or c.episode_level != "categorical":
+            raise ValueError("only a categorical episode latent has code posteriors")
+        obs_n = self.normalize_obs(obs.flatten(2))
+        *_, q = self.hierarchical_elbo_terms(obs_n, act.flatten(2), mask, weights=(c.final_beta, c.episode_beta))
+        return q
+
     def draw_episode_latents_from(self, bank: tuple[torch.Tensor, torch.Tensor] | None) -> None:
         """Act with z_e ~ q(z_e | tau_j) of a random episode j of ``bank`` (the aggregate posterior, ignoring the
         start state) instead of the learned prior; None restores the prior."""
