@@ -93,15 +93,19 @@ class RunSpec:
 
 
 def _evaluation_key(spec: RunSpec) -> dict[str, Any]:
+    """What the cached evaluation records depend on (the training is checked apart, by ``_trained_stamp``)."""
     c = spec.config
     return dict(
         episodes=spec.episodes,
         num_envs=c["num_envs"],
         vectorization=c["vectorization"],
         max_episode_steps=c["max_episode_steps"],
-        panel_paths=spec.panel_paths,
-        low_noise_panel=spec.low_noise_panel,
     )
+
+
+def _panel_key(spec: RunSpec) -> dict[str, Any]:
+    """What the cached figure panels depend on, beside the evaluation key (only a grid's first seed draws them)."""
+    return dict(panel_paths=spec.panel_paths, low_noise_panel=spec.low_noise_panel)
 
 
 def train_or_reuse(spec: RunSpec) -> str:
@@ -131,17 +135,30 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     """
     how = train_or_reuse(spec)
     run = spec.run
-    key = _evaluation_key(spec)
+    key, panel_key, trained = _evaluation_key(spec), _panel_key(spec), _trained_stamp(run)
     cache = run / "benchmark.json"
-    if cache.is_file():
-        stored = json.loads(cache.read_text())
-        if stored.get("key") == key and stored.get("trained") == _trained_stamp(run):
-            # the same run may be asked for under another row name (an option spelled out that equals its default)
-            records = [{**r, "policy": spec.row, **spec.extra} for r in stored["records"]]
+    stored = json.loads(cache.read_text()) if cache.is_file() else {}
+    # The records do not depend on the panels: a seed evaluated with its panels in one sweep and without them in
+    # another is evaluated once. (Caches written before the panels had their own key held them in "key".)
+    old_key = stored.get("key", {})
+    stored_key = {k: v for k, v in old_key.items() if k not in panel_key}
+    stored_panels = stored.get("panels", {k: v for k, v in old_key.items() if k in panel_key})
+    if stored_key == key and stored.get("trained") == trained:
+        # the same run may be asked for under another row name (an option spelled out that equals its default)
+        records = [{**r, "policy": spec.row, **spec.extra} for r in stored["records"]]
+        if not spec.panel_paths:
+            return dict(records=records, panels=[], training=how, evaluation="cached")
+        if stored_panels == panel_key and (run / "panel.npz").is_file():
             return dict(records=records, panels=_read_panels(run), training=how, evaluation="cached")
-    records, panels = _evaluate_run(spec)
-    _write_panels(run, panels)
-    cache.write_text(json.dumps(dict(key=key, trained=_trained_stamp(run), records=records)))
+        panels = _draw_panels(spec)  # cached records, panels asked for now
+        _write_panels(run, panels)
+        cache.write_text(json.dumps(dict(key=key, panels=panel_key, trained=trained, records=stored["records"])))
+        return dict(records=records, panels=panels, training=how, evaluation="cached")
+    records, panels = _evaluate_records(spec), _draw_panels(spec)
+    if spec.panel_paths:
+        _write_panels(run, panels)
+    panels_stored = panel_key if spec.panel_paths else {}  # a panel.npz left from an earlier training is stale
+    cache.write_text(json.dumps(dict(key=key, panels=panels_stored, trained=trained, records=records)))
     return dict(records=records, panels=panels, training=how, evaluation="computed")
 
 
@@ -151,22 +168,31 @@ def _trained_stamp(run: Path) -> str:
     return f"{m.get('train_seconds')}:{m.get('steps')}:{m.get('seed')}"
 
 
-def _evaluate_run(spec: RunSpec) -> tuple[list[dict[str, Any]], list[tuple[str, list, list]]]:
+def _loaded(spec: RunSpec):
+    """The run's best/ policy, its recorded env, the rollout options and the device."""
     from gymnasium.envs.registration import EnvSpec
 
-    from lvm_policy.evaluate import evaluate, resolve_device, rollout
-    from lvm_policy.plots import rollout_panel
+    from lvm_policy.evaluate import resolve_device
     from lvm_policy.policies import load_policy
-    from lvm_policy.train import validation_split
 
     c, run = spec.config, spec.run
     device = resolve_device(c["device"])
-    trained = json.loads((run / "metrics.json").read_text())
-    policy = load_policy(run, device)
-    reference, heldout = validation_split(run, device)
     recorded = json.loads((run / "config.json").read_text())["environment"]
     env = EnvSpec.from_json(recorded["spec"]) if recorded["spec"] else recorded["id"]
     options = dict(num_envs=c["num_envs"], vectorization=c["vectorization"], max_episode_steps=c["max_episode_steps"])
+    return load_policy(run, device), env, options, device
+
+
+def _evaluate_records(spec: RunSpec) -> list[dict[str, Any]]:
+    """The run's metrics with sampled and low-noise actions (the training's final evaluation reused where it is the
+    same evaluation)."""
+    from lvm_policy.evaluate import evaluate
+    from lvm_policy.train import validation_split
+
+    run = spec.run
+    policy, env, options, device = _loaded(spec)
+    trained = json.loads((run / "metrics.json").read_text())
+    reference, heldout = validation_split(run, device)
     common = dict(policy=spec.row, seed=spec.seed, train_seconds=trained["train_seconds"], **spec.extra)
     records: list[dict[str, Any]] = []
     for deterministic in (False, True):
@@ -181,13 +207,23 @@ def _evaluate_run(spec: RunSpec) -> tuple[list[dict[str, Any]], list[tuple[str, 
             metrics = evaluate(policy, env, reference, heldout, spec.episodes, deterministic, device, **options)
             metrics["eval_seconds"] = time.perf_counter() - t
         records.append(dict(metrics, deterministic=deterministic, **common))
+    return records
+
+
+def _draw_panels(spec: RunSpec) -> list[tuple[str, list, list]]:
+    """The rollout paths of the comparison's figure: ``spec.panel_paths`` episodes (none: no panels)."""
+    from lvm_policy.evaluate import rollout
+    from lvm_policy.plots import rollout_panel
+
+    if not spec.panel_paths:
+        return []
+    policy, env, options, device = _loaded(spec)
     panels = []
-    if spec.panel_paths:
-        for deterministic in (False, True) if spec.low_noise_panel else (False,):
-            r = rollout(policy, env, spec.panel_paths, deterministic=deterministic, device=device,
-                        record_paths=spec.panel_paths, **options)  # fmt: skip
-            panels.append(rollout_panel(spec.row + (" (mean)" if deterministic else ""), r))
-    return records, panels
+    for deterministic in (False, True) if spec.low_noise_panel else (False,):
+        r = rollout(policy, env, spec.panel_paths, deterministic=deterministic, device=device,
+                    record_paths=spec.panel_paths, **options)  # fmt: skip
+        panels.append(rollout_panel(spec.row + (" (mean)" if deterministic else ""), r))
+    return panels
 
 
 def _write_panels(run: Path, panels: list[tuple[str, list, list]]) -> None:

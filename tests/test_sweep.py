@@ -244,3 +244,33 @@ def test_a_cached_evaluation_takes_the_row_name_it_is_asked_under(tmp_path, caps
     records = compare("gmm:num_components=5")
     assert "evaluation cached" in capsys.readouterr().out
     assert {r["policy"] for r in records} == {"gmm:num_components=5"}
+
+
+def test_a_seed_is_evaluated_once_whether_or_not_it_draws_the_figure(tmp_path, monkeypatch):
+    """Only a grid's first seed draws the figure's rollout paths: a seed evaluated without them in one sweep and
+    asked for as the first seed of another keeps its cached records and draws only its panels."""
+    from envs.collect import collect
+    from lvm_policy import benchmark
+    from tests.test_tasks import _compare_module
+
+    collect(tmp_path / "demos", episodes=60, seed=0, task="multigoal")
+    module = _compare_module()
+    evaluated: list[int] = []
+    evaluate_records = benchmark._evaluate_records
+    monkeypatch.setattr(
+        benchmark, "_evaluate_records", lambda spec: evaluated.append(spec.seed) or evaluate_records(spec)
+    )
+
+    def compare(seeds: list[int]) -> dict[int, list[dict]]:
+        common = dict(demos=str(tmp_path / "demos"), policies=["gmm"], steps=20, episodes=20, device="cpu", ray=False)
+        module.main(module.Args(seeds=seeds, runs=tmp_path / "runs", out=tmp_path / "out", **common))
+        records = json.loads((tmp_path / "out" / "results.json").read_text())
+        return {s: [r for r in records if r["seed"] == s] for s in seeds}
+
+    both = compare([0, 1])
+    assert sorted(evaluated) == [0, 1] and not (tmp_path / "runs" / "gmm-seed1" / "panel.npz").exists()
+    alone = compare([1])  # seed 1 now draws the figure: its panels are drawn, its records reused
+    assert sorted(evaluated) == [0, 1] and (tmp_path / "runs" / "gmm-seed1" / "panel.npz").is_file()
+    assert alone[1] == both[1]
+    compare([0, 1])
+    assert sorted(evaluated) == [0, 1]
