@@ -424,3 +424,10 @@ def test_chunk_prior_learns_at_its_own_rate():
     assert len(make_optimizer(make_policy("lvm", 3, 2), TrainConfig(demos="unused"))[0].param_groups) == 1
     with pytest.raises(ValueError, match="chunk_prior_lr_scale"):
         LatentConfig(chunk_prior_lr_scale=0.0).validate()
+    both = make_policy("lvm", 3, 2, LatentConfig(chunk_prior_lr_scale=3.0, decoder_lr_scale=2.0))
+    rest, prior, decoder = make_optimizer(both, TrainConfig(demos="unused", lr=1e-3, steps=10))[0].param_groups
+    assert {id(p) for p in decoder["params"]} == {id(p) for p in both.decoder.parameters()}
+    assert (rest["lr"], prior["lr"], decoder["lr"]) == (1e-3, 3e-3, 2e-3)
+    assert len(rest["params"]) + len(prior["params"]) + len(decoder["params"]) == len(list(both.parameters()))
+    with pytest.raises(ValueError, match="decoder_lr_scale"):
+        LatentConfig(decoder_lr_scale=float("inf")).validate()

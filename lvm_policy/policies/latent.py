@@ -187,6 +187,9 @@ class LatentConfig(PolicyConfig):
     """the chunk level's prior learns at this multiple of the learning rate, in its own optimizer group. At 3 it
     places the three-route maze's turns where the demonstrations do, but loses a Slalom seed (docs/results.md,
     "The junction's calibration and the learning rate")"""
+    decoder_lr_scale: float = 1.0
+    """the decoder learns at this multiple of the learning rate, in its own optimizer group (with
+    ``chunk_prior_lr_scale``: the chunk prior in a third)"""
     free_bits: float = 0.0
     """per-dimension KL floor in nats (0 disables it)"""
     episode_free_nats: float = 0.0
@@ -214,8 +217,9 @@ class LatentConfig(PolicyConfig):
             raise ValueError("latent_dim, iwae_samples, prior_components must be >= 1 and beta_warmup_steps >= 0")
         if self.prior not in ("standard", "gaussian", "mixture"):
             raise ValueError(f"prior must be standard, gaussian or mixture, got {self.prior!r}")
-        if not (self.chunk_prior_lr_scale > 0 and math.isfinite(self.chunk_prior_lr_scale)):
-            raise ValueError(f"chunk_prior_lr_scale must be a positive number, got {self.chunk_prior_lr_scale}")
+        for name in ("chunk_prior_lr_scale", "decoder_lr_scale"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
         if (self.beta is not None and self.beta < 0) or self.free_bits < 0 or self.episode_free_nats < 0:
             raise ValueError(
                 f"beta, free_bits and episode_free_nats must be >= 0, got {self.beta}, {self.free_bits}, "
@@ -1050,12 +1054,14 @@ class LatentPolicy(Policy):
         return self.denormalize_act(mean + log_std.exp() * torch.randn_like(mean))
 
     def param_groups(self, lr: float) -> list[dict]:
-        scale = self.config.chunk_prior_lr_scale
-        if scale == 1.0 or self.prior is None:
+        c = self.config
+        nets = ((self.prior, c.chunk_prior_lr_scale), (self.decoder, c.decoder_lr_scale))
+        scaled = [(net, scale) for net, scale in nets if net is not None and scale != 1.0]
+        if not scaled:
             return super().param_groups(lr)
-        mine = {id(p) for p in self.prior.parameters()}
-        rest = [p for p in self.parameters() if id(p) not in mine]
-        return [{"params": rest, "lr": lr}, {"params": list(self.prior.parameters()), "lr": lr * scale}]
+        own = {id(p) for net, _ in scaled for p in net.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in own]
+        return [{"params": rest, "lr": lr}] + [{"params": list(net.parameters()), "lr": lr * s} for net, s in scaled]
 
     def _writable_held_state(self) -> None:
         """``predict`` runs in inference mode; a held latent made there is cloned before a normal-mode update."""
