@@ -431,3 +431,20 @@ def test_chunk_prior_learns_at_its_own_rate():
     assert len(rest["params"]) + len(prior["params"]) + len(decoder["params"]) == len(list(both.parameters()))
     with pytest.raises(ValueError, match="decoder_lr_scale"):
         LatentConfig(decoder_lr_scale=float("inf")).validate()
+
+
+def test_chunk_prior_learns_at_the_base_rate_until_its_delay():
+    """chunk_prior_lr_delay: the chunk prior's group follows the base rate's cosine schedule until that step, then its
+    own multiple of it; the other groups are untouched."""
+    from lvm_policy.train import TrainConfig, make_optimizer
+
+    policy = make_policy("lvm", 3, 2, LatentConfig(chunk_prior_lr_scale=3.0, chunk_prior_lr_delay=4))
+    opt, sched = make_optimizer(policy, TrainConfig(demos="unused", lr=1e-3, steps=10))
+    rest, prior = opt.param_groups
+    assert prior["lr"] == pytest.approx(1e-3)
+    for step in range(1, 7):
+        opt.step()
+        sched.step()
+        assert prior["lr"] == pytest.approx(rest["lr"] * (1.0 if step < 4 else 3.0)), step
+    with pytest.raises(ValueError, match="chunk_prior_lr_delay"):
+        LatentConfig(chunk_prior_lr_delay=-1).validate()

@@ -286,7 +286,8 @@ def test_codebook_level_elbo_is_the_nearest_code_term_and_below_the_exact_margin
                 exact[b] += p.codebook_log_lik(cond, act_n[b, t][None], keep[b, t][None])[0]
     torch.testing.assert_close(log_lik, lik, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(kl_c, kl, atol=1e-4, rtol=1e-5)
-    assert bool((exact >= lik - kl - 1e-4).all())  # one code's joint density is below the sum over codes
+    # one code's joint density is below the sum over codes (up to float32 rounding of sums near 1e3)
+    assert bool((exact >= lik - kl - 1e-4 - 1e-6 * exact.abs()).all())
 
 
 def test_codebook_level_iwae_is_above_the_elbo_and_acting_plays_a_code():

@@ -187,6 +187,10 @@ class LatentConfig(PolicyConfig):
     """the chunk level's prior learns at this multiple of the learning rate, in its own optimizer group. At 3 it
     places the three-route maze's turns where the demonstrations do, but loses a Slalom seed (docs/results.md,
     "The junction's calibration and the learning rate")"""
+    chunk_prior_lr_delay: int = 0
+    """the chunk prior learns at the base rate until this training step and at ``chunk_prior_lr_scale`` times it
+    from then on: the episode latent takes the choices coupled across an episode early in training, before a fast
+    chunk prior can take them step by step"""
     decoder_lr_scale: float = 1.0
     """the decoder learns at this multiple of the learning rate, in its own optimizer group (with
     ``chunk_prior_lr_scale``: the chunk prior in a third)"""
@@ -217,6 +221,8 @@ class LatentConfig(PolicyConfig):
             raise ValueError("latent_dim, iwae_samples, prior_components must be >= 1 and beta_warmup_steps >= 0")
         if self.prior not in ("standard", "gaussian", "mixture"):
             raise ValueError(f"prior must be standard, gaussian or mixture, got {self.prior!r}")
+        if self.chunk_prior_lr_delay < 0:
+            raise ValueError(f"chunk_prior_lr_delay must be >= 0, got {self.chunk_prior_lr_delay}")
         for name in ("chunk_prior_lr_scale", "decoder_lr_scale"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
@@ -1061,7 +1067,10 @@ class LatentPolicy(Policy):
             return super().param_groups(lr)
         own = {id(p) for net, _ in scaled for p in net.parameters()}
         rest = [p for p in self.parameters() if id(p) not in own]
-        return [{"params": rest, "lr": lr}] + [{"params": list(net.parameters()), "lr": lr * s} for net, s in scaled]
+        delays = {id(self.prior): c.chunk_prior_lr_delay}
+        return [{"params": rest, "lr": lr}] + [
+            {"params": list(net.parameters()), "lr": lr * s, "delay": delays.get(id(net), 0)} for net, s in scaled
+        ]
 
     def _writable_held_state(self) -> None:
         """``predict`` runs in inference mode; a held latent made there is cloned before a normal-mode update."""
