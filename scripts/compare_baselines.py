@@ -340,7 +340,11 @@ def write_summary(out: Path) -> None:
     """results/summary.md: per class (sampled actions) and task, mean over seeds, from every results.json below
     ``out``. A comparison in a folder named like a task (``results/modern/slalom``) fills that task's column with
     the classes it adds; a class in several of them is taken from the one with the most seeds (on a tie, from
-    ``results/<task>`` itself). Other folders get their own column."""
+    ``results/<task>`` itself). Other folders get their own column.
+
+    A folder's ``superseded.json`` ({row: why}) names rows measured under an earlier definition of the row (a
+    default changed since): they are used only where no other folder has the row, and are then marked with a
+    dagger."""
     # results/<task> before results/<x>/<task>, then alphabetically
     found = sorted((f.parent.relative_to(out) for f in out.glob("**/results.json")), key=lambda d: (len(d.parts), d))
     sources: dict[str, list[Path]] = {}
@@ -349,16 +353,20 @@ def write_summary(out: Path) -> None:
         sources.setdefault(column, []).append(folder)
     tasks = [t for t in TASKS if t in sources] + [t for t in sources if t not in TASKS]
     records: dict[str, list[dict]] = {}
+    dated: set[tuple[str, str]] = set()  # (task, row) shown from a superseded measurement
     for t in tasks:
-        best: dict[str, tuple[int, list[dict]]] = {}  # policy -> (seeds, its rows) from one folder
+        best: dict[str, tuple[tuple[bool, int], list[dict]]] = {}  # policy -> ((current, seeds), its rows)
         for folder in sources[t]:
             rows = json.loads((out / folder / "results.json").read_text())
+            marker = out / folder / "superseded.json"
+            superseded = json.loads(marker.read_text()) if marker.is_file() else {}
             for p in dict.fromkeys(r["policy"] for r in rows):
                 mine = [r for r in rows if r["policy"] == p]
-                seeds = len({r.get("seed") for r in mine})
-                if p not in best or seeds > best[p][0]:  # ties: the shallower folder, read first
-                    best[p] = (seeds, mine)
+                rank = (p not in superseded, len({r.get("seed") for r in mine}))
+                if p not in best or rank > best[p][0]:  # ties: the shallower folder, read first
+                    best[p] = (rank, mine)
         records[t] = [r for _, mine in best.values() for r in mine]
+        dated |= {(t, p) for p, ((current, _), _) in best.items() if not current}
     # the registry's order (the package's own lvm first); ablation rows (lvm-episode-beta1, ROW:option=value) stay
     # in their own results.md
     seen = {r["policy"] for t in tasks for r in records[t]}
@@ -382,8 +390,10 @@ def write_summary(out: Path) -> None:
             vals = ["–" if v == "nan" else v for v in vals]  # e.g. bet's NLL: it has no density
             vals.append(f"{_mean_std([r.get('train_seconds') for r in rows])[0]:.0f}")
             seeds = len({r.get("seed") for r in rows})
-            cells.append(" / ".join(vals) + ("" if seeds > 1 else " (1 seed)"))
+            cells.append(" / ".join(vals) + ("" if seeds > 1 else " (1 seed)") + (" †" if (t, p) in dated else ""))
         lines.append(f"| {p} | " + " | ".join(cells) + " |")
+    if dated:
+        lines += ["", "† measured under an earlier definition of the row (the folder's superseded.json says which)."]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     write_times(out, tasks, records)

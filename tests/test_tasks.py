@@ -1,6 +1,7 @@
 """Slalom-v0 and MultiGoal-v0: env checkers, single/batched parity through auto-resets, the mode convention,
 their experts (success, mode mix, coupling) and the averaging failure."""
 
+import json
 import math
 
 import gymnasium as gym
@@ -269,6 +270,25 @@ def test_summary_merges_a_task_named_comparison_into_its_column(tmp_path):
     assert "| bet | 0.600 / 0.010 / -3.00 / 10 | – |" in lines
     assert "| flow | – | 0.500 / 0.010 / – / 10 (1 seed) |" in lines  # no density: no NLL
     assert not any(line.startswith("| bet:num_bins=8") for line in lines)  # an ablation row stays out
+
+
+def test_summary_prefers_a_current_measurement_to_a_superseded_one(tmp_path):
+    """A row a folder's superseded.json names gives way to the same row elsewhere, even with fewer seeds; where it
+    is the only measurement it is shown with a dagger and the footnote."""
+    module = _compare_module()
+
+    def row(policy, seed, success):
+        return dict(policy=policy, seed=seed, deterministic=False, success_rate=success, mode_tv=0.01, nll=-3.0,
+                    train_seconds=10.0)  # fmt: skip
+
+    _write_results(tmp_path / "tree_avoid", [row("lvm", s, 0.5) for s in range(3)] + [row("gmm", 0, 0.9)])
+    (tmp_path / "tree_avoid" / "superseded.json").write_text(json.dumps({"lvm": "an earlier default", "gmm": "too"}))
+    _write_results(tmp_path / "new" / "tree_avoid", [row("lvm", 0, 0.99), row("lvm", 1, 0.97)])
+    module.write_summary(tmp_path)
+    lines = (tmp_path / "summary.md").read_text().splitlines()
+    assert "| lvm | 0.980 / 0.010 / -3.00 / 10 |" in lines
+    assert "| gmm | 0.900 / 0.010 / -3.00 / 10 (1 seed) † |" in lines
+    assert lines[-1].startswith("† measured under an earlier definition")
 
 
 def test_compare_rows_with_changed_options():
