@@ -25,7 +25,7 @@ from typing import Any, get_args
 import numpy as np
 
 # Options that do not change what a run learns: two configs that differ only here describe the same run.
-NOT_PART_OF_A_RUN = ("out", "resume", "progress", "json", "final_eval_episodes", "periodic_nll")
+NOT_PART_OF_A_RUN = ("out", "resume", "progress", "json", "final_eval_episodes", "periodic_nll", "stop_when_perfect")
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:

@@ -125,3 +125,37 @@ def test_divergence_stops_with_a_message_and_keeps_good_weights(small_demos, tmp
             p = load_policy(out / folder)
             assert all(bool(torch.isfinite(v).all()) for v in p.state_dict().values() if v.is_floating_point())
     assert not (out / "metrics.json").exists()
+
+
+def test_training_stops_at_a_perfect_periodic_evaluation(small_demos, tmp_path, monkeypatch):
+    """A periodic evaluation with the highest score there is (every episode a success, mode TV within 0.05) ends
+    training there: best/ is that checkpoint, latest/ stops at that step, the log says why and metrics.json records
+    the step. With --no-stop-when-perfect the run trains all its steps."""
+    import json
+
+    from lvm_policy import train as train_module
+    from lvm_policy.train import TrainConfig, train
+
+    summarize = train_module.summarize
+
+    def perfect_from_step_40(r, reference):  # the real summary, made perfect from the second evaluation on
+        metrics = summarize(r, reference)
+        if len(calls) >= 1:
+            metrics.update(success_rate=1.0, mode_tv=0.01)
+        calls.append(metrics["success_rate"])
+        return metrics
+
+    monkeypatch.setattr(train_module, "summarize", perfect_from_step_40)
+    common = dict(demos=str(small_demos), policy="gmm", steps=100, batch_size=128, eval_every=20, eval_episodes=50,
+                  final_eval_episodes=100, progress=False, device="cpu")  # fmt: skip
+    calls: list[float] = []
+    metrics = train(TrainConfig(out=tmp_path / "stopped", **common))
+    assert metrics["stopped_at"] == 40 and len(calls) == 2
+    state = json.loads((tmp_path / "stopped" / "latest" / "train_state.json").read_text())
+    assert state["step"] == 40 and state["best_score"] == 1.0
+    log = [json.loads(line) for line in (tmp_path / "stopped" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["kind"] == "stop" and log[-1]["step"] == 40
+    calls.clear()
+    metrics = train(TrainConfig(out=tmp_path / "full", stop_when_perfect=False, **common))
+    assert metrics["stopped_at"] is None and len(calls) == 5
+    assert json.loads((tmp_path / "full" / "latest" / "train_state.json").read_text())["step"] == 100
