@@ -421,7 +421,12 @@ def test_chunk_prior_learns_at_its_own_rate():
         opt.step()
         sched.step()
     assert prior["lr"] == pytest.approx(3 * rest["lr"]) and rest["lr"] < 1e-3
-    assert len(make_optimizer(make_policy("lvm", 3, 2), TrainConfig(demos="unused"))[0].param_groups) == 1
+    # the default lvm's codebook prior: 3 times the rate after 2,000 steps at the base rate; the step scope: one rate
+    default = make_optimizer(make_policy("lvm", 3, 2), TrainConfig(demos="unused", lr=1e-3))[0].param_groups
+    assert len(default) == 2 and default[1]["delay"] == 2000
+    assert default[1]["initial_lr"] == pytest.approx(3e-3) and default[1]["lr"] == pytest.approx(1e-3)
+    step_scope = make_policy("lvm", 3, 2, LatentConfig(**STEP))
+    assert len(make_optimizer(step_scope, TrainConfig(demos="unused"))[0].param_groups) == 1
     with pytest.raises(ValueError, match="chunk_prior_lr_scale"):
         LatentConfig(chunk_prior_lr_scale=0.0).validate()
     both = make_policy("lvm", 3, 2, LatentConfig(chunk_prior_lr_scale=3.0, decoder_lr_scale=2.0))

@@ -223,6 +223,12 @@ def test_reuse_compares_options_by_the_value_they_take(tmp_path):
         (run / "config.json").write_text(json.dumps(stored))
         assert module.reusable(run, cfg) is reused, option
         assert module.reusable(run, replace(cfg, lvm=replace(cfg.lvm, prior_refit=False))) is not reused, option
+    # the codebook prior's faster rate (session 15): a run stored without the options learned at one rate
+    stored = config_to_json(cfg)
+    del stored["lvm"]["chunk_prior_lr_scale"], stored["lvm"]["chunk_prior_lr_delay"]
+    (run / "config.json").write_text(json.dumps(stored))
+    assert not module.reusable(run, cfg)
+    assert module.reusable(run, replace(cfg, lvm=replace(cfg.lvm, chunk_prior_lr_scale=1.0)))
     # image_shift's default went from DrQ's share to none: a run stored without it shifted its images
     for policy in ("gmm", "lvm"):
         cfg = TrainConfig(demos="d", policy=policy, out=run)

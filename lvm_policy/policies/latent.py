@@ -92,6 +92,9 @@ EPISODE_BETA = 0.2  # default KL weight of the episode scope (see LatentConfig.b
 # chunk level on Slalom, seed 0 (docs/results.md, "Choosing the default lvm"): at 0.2 the episode latent also takes
 # independent sides and couples them (route TV 0.20); at 12 it drops coupled sides (TV 0.48); 4 keeps both.
 HIERARCHICAL_BETA, HIERARCHICAL_EPISODE_BETA = 1.0, 4.0
+# The codebook chunk level's prior learns at 3 times the rate once the episode latent has had 2,000 steps to take the
+# coupled choices (docs/results.md, "A faster chunk prior, after the episode latent has chosen").
+CODEBOOK_PRIOR_LR_SCALE, CODEBOOK_PRIOR_LR_DELAY = 3.0, 2000
 CHUNK_IWAE_SAMPLES = 8  # hierarchical scope: inner draws of z_c per step in the held-out bound
 PRIOR_REFIT_STEPS = 300  # full-batch Adam steps of the episode prior's refit (refit_episode_prior)
 # Share of a prior's draws in holes of the aggregate posterior above which the refit replaces it. Measured on the 12
@@ -123,6 +126,8 @@ class LatentConfig(PolicyConfig):
         "prior_refit": False,
         "chunk_latent": "gaussian",
         "episode_latent": "gaussian",
+        "chunk_prior_lr_scale": 1.0,  # one rate for every network before session 14's option
+        "chunk_prior_lr_delay": 0,
     }
 
     latent_dim: int = 2
@@ -183,14 +188,16 @@ class LatentConfig(PolicyConfig):
     episode_beta_warmup_steps: int | None = None
     """hierarchical scope: training steps over which episode_beta rises linearly from 0; None: beta_warmup_steps.
     A longer rise lets the episode latent take a coupled choice before its KL weight makes starting costly"""
-    chunk_prior_lr_scale: float = 1.0
-    """the chunk level's prior learns at this multiple of the learning rate, in its own optimizer group. At 3 it
-    places the three-route maze's turns where the demonstrations do, but loses a Slalom seed (docs/results.md,
-    "The junction's calibration and the learning rate")"""
-    chunk_prior_lr_delay: int = 0
-    """the chunk prior learns at the base rate until this training step and at ``chunk_prior_lr_scale`` times it
-    from then on: the episode latent takes the choices coupled across an episode early in training, before a fast
-    chunk prior can take them step by step"""
+    chunk_prior_lr_scale: float | None = None
+    """the chunk level's prior learns at this multiple of the learning rate, in its own optimizer group, from step
+    ``chunk_prior_lr_delay`` on. None: 3 for the codebook chunk level (a classifier over 64 codes whose rare
+    decision states, such as the three-route maze's junction, had not converged at the base rate in 6,000 steps),
+    1 elsewhere (docs/results.md, "A faster chunk prior, after the episode latent has chosen")"""
+    chunk_prior_lr_delay: int | None = None
+    """the chunk prior learns at the base rate until this training step, at ``chunk_prior_lr_scale`` times it from
+    then on: the episode latent takes the choices coupled across an episode early in training, before a fast chunk
+    prior can take them chunk by chunk (without the delay, 3 lost a coupled Slalom seed). None: 2,000 where the
+    scale's default is 3, else 0"""
     decoder_lr_scale: float = 1.0
     """the decoder learns at this multiple of the learning rate, in its own optimizer group (with
     ``chunk_prior_lr_scale``: the chunk prior in a third)"""
@@ -221,11 +228,14 @@ class LatentConfig(PolicyConfig):
             raise ValueError("latent_dim, iwae_samples, prior_components must be >= 1 and beta_warmup_steps >= 0")
         if self.prior not in ("standard", "gaussian", "mixture"):
             raise ValueError(f"prior must be standard, gaussian or mixture, got {self.prior!r}")
-        if self.chunk_prior_lr_delay < 0:
+        if self.chunk_prior_lr_delay is not None and self.chunk_prior_lr_delay < 0:
             raise ValueError(f"chunk_prior_lr_delay must be >= 0, got {self.chunk_prior_lr_delay}")
-        for name in ("chunk_prior_lr_scale", "decoder_lr_scale"):
-            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
-                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
+        for name, value in (
+            ("chunk_prior_lr_scale", self.chunk_prior_rate),
+            ("decoder_lr_scale", self.decoder_lr_scale),
+        ):
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number, got {value}")
         if (self.beta is not None and self.beta < 0) or self.free_bits < 0 or self.episode_free_nats < 0:
             raise ValueError(
                 f"beta, free_bits and episode_free_nats must be >= 0, got {self.beta}, {self.free_bits}, "
@@ -291,8 +301,33 @@ class LatentConfig(PolicyConfig):
             return self.chunk_latent
         return "codebook" if self.latent_scope == "hierarchical" else "gaussian"
 
+    @property
+    def chunk_prior_rate(self) -> float:
+        """The chunk prior's multiple of the learning rate: the option, or its chunk level's default."""
+        if self.chunk_prior_lr_scale is not None:
+            return self.chunk_prior_lr_scale
+        return CODEBOOK_PRIOR_LR_SCALE if self._codebook_prior else 1.0
+
+    @property
+    def chunk_prior_delay(self) -> int:
+        """Training steps before the chunk prior's own rate applies: the option, or its chunk level's default."""
+        if self.chunk_prior_lr_delay is not None:
+            return self.chunk_prior_lr_delay
+        return CODEBOOK_PRIOR_LR_DELAY if self._codebook_prior and self.chunk_prior_lr_scale is None else 0
+
+    @property
+    def _codebook_prior(self) -> bool:
+        return self.latent_scope == "hierarchical" and self.chunk_level == "codebook"
+
     def effective(self) -> LatentConfig:
-        return replace(self, beta=self.final_beta, chunk_latent=self.chunk_level, episode_latent=self.episode_level)
+        return replace(
+            self,
+            beta=self.final_beta,
+            chunk_latent=self.chunk_level,
+            episode_latent=self.episode_level,
+            chunk_prior_lr_scale=self.chunk_prior_rate,
+            chunk_prior_lr_delay=self.chunk_prior_delay,
+        )
 
 
 @register_policy
@@ -1061,13 +1096,13 @@ class LatentPolicy(Policy):
 
     def param_groups(self, lr: float) -> list[dict]:
         c = self.config
-        nets = ((self.prior, c.chunk_prior_lr_scale), (self.decoder, c.decoder_lr_scale))
+        nets = ((self.prior, c.chunk_prior_rate), (self.decoder, c.decoder_lr_scale))
         scaled = [(net, scale) for net, scale in nets if net is not None and scale != 1.0]
         if not scaled:
             return super().param_groups(lr)
         own = {id(p) for net, _ in scaled for p in net.parameters()}
         rest = [p for p in self.parameters() if id(p) not in own]
-        delays = {id(self.prior): c.chunk_prior_lr_delay}
+        delays = {id(self.prior): c.chunk_prior_delay}
         return [{"params": rest, "lr": lr}] + [
             {"params": list(net.parameters()), "lr": lr * s, "delay": delays.get(id(net), 0)} for net, s in scaled
         ]
