@@ -150,11 +150,12 @@ def execute(spec: RunSpec) -> dict[str, Any]:
             return dict(records=records, panels=[], training=how, evaluation="cached")
         if stored_panels == panel_key and (run / "panel.npz").is_file():
             return dict(records=records, panels=_read_panels(run), training=how, evaluation="cached")
-        panels = _draw_panels(spec)  # cached records, panels asked for now
+        panels = _draw_panels(spec, _loaded(spec))  # cached records, panels asked for now
         _write_panels(run, panels)
         cache.write_text(json.dumps(dict(key=key, panels=panel_key, trained=trained, records=stored["records"])))
         return dict(records=records, panels=panels, training=how, evaluation="cached")
-    records, panels = _evaluate_records(spec), _draw_panels(spec)
+    loaded = _loaded(spec)  # the policy and env, read once for the records and the panels
+    records, panels = _evaluate_records(spec, loaded), _draw_panels(spec, loaded)
     if spec.panel_paths:
         _write_panels(run, panels)
     panels_stored = panel_key if spec.panel_paths else {}  # a panel.npz left from an earlier training is stale
@@ -168,7 +169,7 @@ def _trained_stamp(run: Path) -> str:
     return f"{m.get('train_seconds')}:{m.get('steps')}:{m.get('seed')}"
 
 
-def _loaded(spec: RunSpec):
+def _loaded(spec: RunSpec) -> tuple[Any, Any, dict[str, Any], Any]:
     """The run's best/ policy, its recorded env, the rollout options and the device."""
     from gymnasium.envs.registration import EnvSpec
 
@@ -183,14 +184,14 @@ def _loaded(spec: RunSpec):
     return load_policy(run, device), env, options, device
 
 
-def _evaluate_records(spec: RunSpec) -> list[dict[str, Any]]:
+def _evaluate_records(spec: RunSpec, loaded: tuple) -> list[dict[str, Any]]:
     """The run's metrics with sampled and low-noise actions (the training's final evaluation reused where it is the
     same evaluation)."""
     from lvm_policy.evaluate import evaluate
     from lvm_policy.train import validation_split
 
     run = spec.run
-    policy, env, options, device = _loaded(spec)
+    policy, env, options, device = loaded
     trained = json.loads((run / "metrics.json").read_text())
     reference, heldout = validation_split(run, device)
     common = dict(policy=spec.row, seed=spec.seed, train_seconds=trained["train_seconds"], **spec.extra)
@@ -210,14 +211,14 @@ def _evaluate_records(spec: RunSpec) -> list[dict[str, Any]]:
     return records
 
 
-def _draw_panels(spec: RunSpec) -> list[tuple[str, list, list]]:
+def _draw_panels(spec: RunSpec, loaded: tuple) -> list[tuple[str, list, list]]:
     """The rollout paths of the comparison's figure: ``spec.panel_paths`` episodes (none: no panels)."""
     from lvm_policy.evaluate import rollout
     from lvm_policy.plots import rollout_panel
 
     if not spec.panel_paths:
         return []
-    policy, env, options, device = _loaded(spec)
+    policy, env, options, device = loaded
     panels = []
     for deterministic in (False, True) if spec.low_noise_panel else (False,):
         r = rollout(policy, env, spec.panel_paths, deterministic=deterministic, device=device,

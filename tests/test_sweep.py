@@ -258,7 +258,9 @@ def test_a_seed_is_evaluated_once_whether_or_not_it_draws_the_figure(tmp_path, m
     evaluated: list[int] = []
     evaluate_records = benchmark._evaluate_records
     monkeypatch.setattr(
-        benchmark, "_evaluate_records", lambda spec: evaluated.append(spec.seed) or evaluate_records(spec)
+        benchmark,
+        "_evaluate_records",
+        lambda spec, loaded: evaluated.append(spec.seed) or evaluate_records(spec, loaded),
     )
 
     def compare(seeds: list[int]) -> dict[int, list[dict]]:

@@ -1096,15 +1096,14 @@ class LatentPolicy(Policy):
 
     def param_groups(self, lr: float) -> list[dict]:
         c = self.config
-        nets = ((self.prior, c.chunk_prior_rate), (self.decoder, c.decoder_lr_scale))
-        scaled = [(net, scale) for net, scale in nets if net is not None and scale != 1.0]
+        nets = ((self.prior, c.chunk_prior_rate, c.chunk_prior_delay), (self.decoder, c.decoder_lr_scale, 0))
+        scaled = [(net, scale, delay) for net, scale, delay in nets if net is not None and scale != 1.0]
         if not scaled:
             return super().param_groups(lr)
-        own = {id(p) for net, _ in scaled for p in net.parameters()}
+        own = {id(p) for net, _, _ in scaled for p in net.parameters()}
         rest = [p for p in self.parameters() if id(p) not in own]
-        delays = {id(self.prior): c.chunk_prior_delay}
         return [{"params": rest, "lr": lr}] + [
-            {"params": list(net.parameters()), "lr": lr * s, "delay": delays.get(id(net), 0)} for net, s in scaled
+            {"params": list(net.parameters()), "lr": lr * scale, "delay": delay} for net, scale, delay in scaled
         ]
 
     def _writable_held_state(self) -> None:
