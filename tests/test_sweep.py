@@ -276,3 +276,56 @@ def test_a_seed_is_evaluated_once_whether_or_not_it_draws_the_figure(tmp_path, m
     assert alone[1] == both[1]
     compare([0, 1])
     assert sorted(evaluated) == [0, 1]
+
+
+def test_rows_that_differ_only_in_acting_options_share_one_training(tmp_path, monkeypatch):
+    """ACT with z drawn from its prior and with temporal ensembling act differently from ACT but learn the same
+    weights: they are evaluated on ACT's run folder, which trains once, and their records differ from ACT's."""
+    from envs.collect import collect
+    from lvm_policy import benchmark, train
+    from tests.test_tasks import _compare_module
+
+    collect(tmp_path / "demos", episodes=60, seed=0, task="multigoal")
+    module = _compare_module()
+    assert module.training_row("act-prior-z") == ("act", {"test_latent": "prior"})
+    assert module.training_row("act-ensemble") == ("act", {"action_steps": 1, "temporal_ensemble": 0.01})
+    assert module.training_row("lvm:prior_scale=0") == ("lvm", {"prior_scale": 0.0})
+    for own in ("act", "gmm-chunk", "act:kl_weight=1,test_latent=prior", "diffusion-dp"):
+        assert module.training_row(own) == (own, {})
+    trainings: list[str] = []
+    real_train = train.train
+    monkeypatch.setattr(train, "train", lambda cfg: trainings.append(cfg.out.name) or real_train(cfg))
+    acted: dict[str, tuple] = {}  # row -> (test_latent, action_steps, temporal_ensemble) of the policy evaluated
+    real_records = benchmark._evaluate_records
+
+    def evaluate_records(spec, loaded):
+        c = loaded[0].config
+        acted[spec.row] = (c.test_latent, c.action_steps, c.temporal_ensemble)
+        return real_records(spec, loaded)
+
+    monkeypatch.setattr(benchmark, "_evaluate_records", evaluate_records)
+    common = dict(demos=str(tmp_path / "demos"), seeds=[0], steps=30, episodes=40, device="cpu", ray=False)
+    rows = ["act-prior-z", "act", "act-ensemble"]
+    module.main(module.Args(policies=rows, runs=tmp_path / "runs", out=tmp_path / "out", **common))
+    assert trainings == ["act-seed0"] and sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["act-seed0"]
+    records = {
+        r["policy"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text()) if not r["deterministic"]
+    }
+    assert records["act-prior-z"]["trained_as"] == "act" and records["act-prior-z"]["acting"] == {
+        "test_latent": "prior"
+    }
+    assert "trained_as" not in records["act"]
+    assert records["act-prior-z"]["train_seconds"] == records["act"]["train_seconds"]
+    assert acted == {"act": ("zero", 8, None), "act-prior-z": ("prior", 8, None), "act-ensemble": ("zero", 1, 0.01)}
+    # the times table counts the shared training once: the acting rows add their evaluations only
+    assert module.run_seconds([records["act-prior-z"]]) == pytest.approx(
+        records["act-prior-z"]["eval_seconds"], abs=1e-5
+    )
+    # asked again: nothing trains, every row's evaluation is its own cached one
+    monkeypatch.setattr(benchmark, "_evaluate_records", lambda spec, loaded: pytest.fail("evaluated again"))
+    module.main(module.Args(policies=rows, runs=tmp_path / "runs", out=tmp_path / "out", **common))
+    assert trainings == ["act-seed0"]
+    again = {
+        r["policy"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text()) if not r["deterministic"]
+    }
+    assert again == records
