@@ -7,9 +7,7 @@ The run folder is the source of truth, so :func:`execute` may be called again on
 - an unfinished run with the same config resumes from ``latest/`` (on the CPU it ends with the same weights as an
   uninterrupted run);
 - its evaluation is kept in ``benchmark.json`` (and the figure's paths in ``panel.npz``) beside the weights,
-  keyed by what decides it, and reused the same way;
-- a row that differs from another only in acting options (such as ACT with z drawn from its prior) is evaluated
-  on that row's run folder, trained once; its evaluation is kept in the folder's ``acting/``.
+  keyed by what decides it, and reused the same way.
 
 The training's own final evaluation is the sampled-action evaluation when both use the same episodes, so a run
 is evaluated twice (sampled and low-noise), not three times.
@@ -88,23 +86,10 @@ class RunSpec:
     panel_paths: int = 0  # rollout paths kept for the comparison figure (0: none)
     low_noise_panel: bool = False  # a second panel with low-noise actions
     extra: dict[str, Any] = field(default_factory=dict)  # fields copied into every record (e.g. the task)
-    # A row evaluated on another row's training: that row (whose config this is) and the acting options changed
-    # (Policy.acting_options); {} for a row that is its own training.
-    acting: dict[str, Any] = field(default_factory=dict)
-    trained_as: str = ""  # "": the row itself
 
     @property
     def run(self) -> Path:
         return Path(self.config["out"])
-
-    @property
-    def cache(self) -> tuple[Path, Path]:
-        """Where the row's evaluation and figure panels are kept: beside the weights, and for a row evaluated on
-        another row's training in ``acting/`` there, one file pair per row."""
-        if not self.acting:
-            return self.run / "benchmark.json", self.run / "panel.npz"
-        name = self.row.replace(":", "-").replace("=", "").replace(",", "-")
-        return self.run / "acting" / f"{name}.json", self.run / "acting" / f"{name}.npz"
 
 
 def _evaluation_key(spec: RunSpec) -> dict[str, Any]:
@@ -115,7 +100,6 @@ def _evaluation_key(spec: RunSpec) -> dict[str, Any]:
         num_envs=c["num_envs"],
         vectorization=c["vectorization"],
         max_episode_steps=c["max_episode_steps"],
-        **({"acting": spec.acting} if spec.acting else {}),
     )
 
 
@@ -142,12 +126,6 @@ def train_or_reuse(spec: RunSpec) -> str:
     return "trained"
 
 
-def execute_rows(specs: tuple[RunSpec, ...]) -> dict[str, dict[str, Any]]:
-    """The rows of one run folder (a row and the rows evaluated on its training), one after another: the first
-    trains, the others reuse its training. Returns :func:`execute`'s result by row."""
-    return {spec.row: execute(spec) for spec in specs}
-
-
 def execute(spec: RunSpec) -> dict[str, Any]:
     """Train (or resume, or reuse) one run and evaluate it with sampled and low-noise actions.
 
@@ -158,7 +136,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     how = train_or_reuse(spec)
     run = spec.run
     key, panel_key, trained = _evaluation_key(spec), _panel_key(spec), _trained_stamp(run)
-    cache, panel_file = spec.cache
+    cache = run / "benchmark.json"
     stored = json.loads(cache.read_text()) if cache.is_file() else {}
     # The records do not depend on the panels: a seed evaluated with its panels in one sweep and without them in
     # another is evaluated once. (Caches written before the panels had their own key held them in "key".)
@@ -170,18 +148,17 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         records = [{**r, "policy": spec.row, **spec.extra} for r in stored["records"]]
         if not spec.panel_paths:
             return dict(records=records, panels=[], training=how, evaluation="cached")
-        if stored_panels == panel_key and panel_file.is_file():
-            return dict(records=records, panels=_read_panels(panel_file), training=how, evaluation="cached")
+        if stored_panels == panel_key and (run / "panel.npz").is_file():
+            return dict(records=records, panels=_read_panels(run), training=how, evaluation="cached")
         panels = _draw_panels(spec, _loaded(spec))  # cached records, panels asked for now
-        _write_panels(panel_file, panels)
+        _write_panels(run, panels)
         cache.write_text(json.dumps(dict(key=key, panels=panel_key, trained=trained, records=stored["records"])))
         return dict(records=records, panels=panels, training=how, evaluation="cached")
     loaded = _loaded(spec)  # the policy and env, read once for the records and the panels
     records, panels = _evaluate_records(spec, loaded), _draw_panels(spec, loaded)
     if spec.panel_paths:
-        _write_panels(panel_file, panels)
+        _write_panels(run, panels)
     panels_stored = panel_key if spec.panel_paths else {}  # a panel.npz left from an earlier training is stale
-    cache.parent.mkdir(exist_ok=True)
     cache.write_text(json.dumps(dict(key=key, panels=panels_stored, trained=trained, records=records)))
     return dict(records=records, panels=panels, training=how, evaluation="computed")
 
@@ -204,9 +181,7 @@ def _loaded(spec: RunSpec) -> tuple[Any, Any, dict[str, Any], Any]:
     recorded = json.loads((run / "config.json").read_text())["environment"]
     env = EnvSpec.from_json(recorded["spec"]) if recorded["spec"] else recorded["id"]
     options = dict(num_envs=c["num_envs"], vectorization=c["vectorization"], max_episode_steps=c["max_episode_steps"])
-    policy = load_policy(run, device)
-    policy.set_acting(**spec.acting)
-    return policy, env, options, device
+    return load_policy(run, device), env, options, device
 
 
 def _evaluate_records(spec: RunSpec, loaded: tuple) -> list[dict[str, Any]]:
@@ -220,15 +195,12 @@ def _evaluate_records(spec: RunSpec, loaded: tuple) -> list[dict[str, Any]]:
     trained = json.loads((run / "metrics.json").read_text())
     reference, heldout = validation_split(run, device)
     common = dict(policy=spec.row, seed=spec.seed, train_seconds=trained["train_seconds"], **spec.extra)
-    if spec.acting:
-        common.update(trained_as=spec.trained_as, acting=spec.acting)
     records: list[dict[str, Any]] = []
     for deterministic in (False, True):
         if deterministic and not policy.low_noise_differs:  # the same procedure: its result, not a rerun
             records.append(dict(records[-1], deterministic=True))
             continue
-        same = not spec.acting and trained.get("episodes") == spec.episodes
-        if not deterministic and same and "eval_seconds" in trained:
+        if not deterministic and trained.get("episodes") == spec.episodes and "eval_seconds" in trained:
             # the training's final evaluation of best/: the same policy, episodes, seeds and options
             metrics = {k: v for k, v in trained.items() if k not in ("policy", "seed", "steps", "run", "train_seconds")}
         else:
@@ -255,20 +227,19 @@ def _draw_panels(spec: RunSpec, loaded: tuple) -> list[tuple[str, list, list]]:
     return panels
 
 
-def _write_panels(file: Path, panels: list[tuple[str, list, list]]) -> None:
+def _write_panels(run: Path, panels: list[tuple[str, list, list]]) -> None:
     arrays: dict[str, np.ndarray] = {}
     for i, (title, paths, modes) in enumerate(panels):
         arrays[f"{i}.title"] = np.array(title)
         arrays[f"{i}.modes"] = np.asarray(modes, dtype=np.int64)
         arrays.update({f"{i}.path{j}": np.asarray(p, dtype=np.float32) for j, p in enumerate(paths)})
-    file.parent.mkdir(exist_ok=True)
-    np.savez_compressed(file, **arrays)
+    np.savez_compressed(run / "panel.npz", **arrays)
 
 
-def _read_panels(file: Path) -> list[tuple[str, list, list]]:
-    if not file.is_file():
+def _read_panels(run: Path) -> list[tuple[str, list, list]]:
+    if not (run / "panel.npz").is_file():
         return []
-    with np.load(file) as z:
+    with np.load(run / "panel.npz") as z:
         panels = []
         for i in range(len([k for k in z.files if k.endswith(".title")])):
             n = len([k for k in z.files if k.startswith(f"{i}.path")])

@@ -118,23 +118,6 @@ def row_spec(name: str) -> tuple[str, dict]:
     return cls, options
 
 
-def training_row(name: str) -> tuple[str, dict]:
-    """The row whose training ``name`` is evaluated on, and the acting options ``name`` then changes: a row that
-    differs from a named row of its class only in options that acting alone reads (``Policy.acting_options``,
-    e.g. ACT's test_latent) evaluates that row's run, trained once; any other row is its own training, ``{}``."""
-    from lvm_policy.policies import policy_class
-
-    cls, options = row_spec(name)
-    acting_names = policy_class(cls).acting_options
-    acting = {k: v for k, v in options.items() if k in acting_names}
-    trained = {k: v for k, v in options.items() if k not in acting_names}
-    if acting:
-        for other, (other_cls, other_options) in ROWS.items():
-            if other_cls == cls and other_options == trained:
-                return other, acting
-    return name, {}
-
-
 def run_name(name: str) -> str:
     """The run folder's name for a row (``bet:num_bins=16`` -> ``bet-num_bins16``)."""
     return name.replace(":", "-").replace("=", "").replace(",", "-")
@@ -263,10 +246,9 @@ def plan(args: Args, label: str, demos_ref: str, runs: Path, out: Path, bench: B
         base = replace(base, eval_every=args.eval_every)
     specs = []
     for name in args.policies:
-        trained_as, acting = training_row(name)
-        cls, options = row_spec(trained_as)
+        cls, options = row_spec(name)
         for seed in args.seeds:
-            cfg = replace(base, policy=cls, seed=seed, out=(runs / f"{run_name(trained_as)}-seed{seed}").resolve())
+            cfg = replace(base, policy=cls, seed=seed, out=(runs / f"{run_name(name)}-seed{seed}").resolve())
             cfg = replace(cfg, **{cls: replace(getattr(cfg, cls), **options)})
             cfg.validate()
             panel = 300 if seed == args.seeds[0] and bench.paths else 0
@@ -278,8 +260,6 @@ def plan(args: Args, label: str, demos_ref: str, runs: Path, out: Path, bench: B
                     episodes=episodes,
                     panel_paths=panel,
                     low_noise_panel=panel > 0 and cls == "gaussian",  # the mean action's averaging, drawn
-                    acting=acting,
-                    trained_as=trained_as,
                 )
             )
     return Comparison(label, demos_ref, runs, out, episodes, specs, bench.paths)
@@ -321,12 +301,7 @@ def main(args: Args) -> None:
     from lvm_policy.evaluate import resolve_device
 
     cuda = resolve_device(args.device).type == "cuda"
-    # One job per run folder: the rows evaluated on one training (training_row) run in it one after another.
-    folders: dict[str, list[benchmark.RunSpec]] = {}
-    for c in comparisons:
-        for s in c.specs:
-            folders.setdefault(f"{c.label}/{s.run.name}", []).append(s)
-    jobs = [Job(key, benchmark.execute_rows, tuple(specs)) for key, specs in folders.items()]
+    jobs = [Job(f"{c.label}/{s.run.name}", benchmark.execute, s) for c in comparisons for s in c.specs]
     t0 = time.perf_counter()
     outcomes = run_jobs(
         jobs,
@@ -340,7 +315,7 @@ def main(args: Args) -> None:
     )
     print(f"{len(jobs)} runs in {time.perf_counter() - t0:.0f} s of wall time")
     for c in comparisons:
-        write_tables(args, c, [_row_outcome(outcomes[f"{c.label}/{s.run.name}"], s) for s in c.specs])
+        write_tables(args, c, [outcomes[f"{c.label}/{s.run.name}"] for s in c.specs])
     if args.demos is None:
         write_summary(args.out)
     failed = [o for o in outcomes.values() if o.error is not None]
@@ -349,26 +324,13 @@ def main(args: Args) -> None:
         raise SweepFailed(f"{len(failed)} of {len(jobs)} runs failed ({lines}); see {args.out / 'sweep.jsonl'}")
 
 
-def _row_outcome(outcome: Outcome, spec: benchmark.RunSpec) -> Outcome:
-    """One row's part of a run folder's outcome (a failed training fails every row evaluated on it)."""
-    if outcome.error is not None:
-        return outcome
-    return replace(outcome, result=outcome.result[spec.row])
-
-
 def _run_line(job: Job, outcome: Outcome) -> str:
-    lines = []
-    for spec in job.arg:
-        result = outcome.result[spec.row]
-        sampled, low_noise = result["records"]
-        how = result["training"] + ("" if result["evaluation"] == "computed" else ", evaluation cached")
-        name = job.key if spec.row == spec.trained_as else f"{job.key} as {spec.row}"
-        lines.append(
-            f"{name} ({how}, {outcome.seconds:.0f} s): success {sampled.get('success_rate', float('nan')):.4f} "
-            f"(low-noise {low_noise.get('success_rate', float('nan')):.4f}), "
-            f"mode TV {sampled.get('mode_tv', float('nan')):.3f}"
-        )
-    return "\n".join(lines)
+    sampled, low_noise = outcome.result["records"]
+    how = outcome.result["training"] + ("" if outcome.result["evaluation"] == "computed" else ", evaluation cached")
+    return (
+        f"{job.key} ({how}, {outcome.seconds:.0f} s): success {sampled.get('success_rate', float('nan')):.4f} "
+        f"(low-noise {low_noise.get('success_rate', float('nan')):.4f}), mode TV {sampled.get('mode_tv', float('nan')):.3f}"
+    )
 
 
 SUMMARY = [("success_rate", "success", "{:.3f}"), ("mode_tv", "mode TV", "{:.3f}"), ("nll", "NLL", "{:.2f}")]
@@ -441,8 +403,7 @@ def run_seconds(rows: list[dict]) -> float:
     """Recorded seconds of one run: its training plus its evaluations (both acting modes; an evaluation that
     was reused for the other mode counts once)."""
     evals = {round(r.get("eval_seconds") or 0.0, 6) for r in rows}
-    shared = rows[0].get("trained_as", rows[0]["policy"]) != rows[0]["policy"]  # its training counts in its row
-    return (0.0 if shared else rows[0].get("train_seconds") or 0.0) + sum(evals)
+    return (rows[0].get("train_seconds") or 0.0) + sum(evals)
 
 
 def write_times(out: Path, tasks: list[str], records: dict[str, list[dict]]) -> None:

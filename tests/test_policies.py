@@ -8,7 +8,6 @@ import torch
 
 from lvm_policy import list_policies, load_policy, make_policy
 from lvm_policy.nets import diag_gaussian_kl
-from lvm_policy.policies.act import ACTConfig
 from lvm_policy.policies.autoregressive import AutoregressiveConfig
 from lvm_policy.policies.gmm import GMMConfig
 from lvm_policy.policies.latent import LatentConfig
@@ -454,17 +453,3 @@ def test_chunk_prior_learns_at_the_base_rate_until_its_delay():
         assert prior["lr"] == pytest.approx(rest["lr"] * (1.0 if step < 4 else 3.0)), step
     with pytest.raises(ValueError, match="chunk_prior_lr_delay"):
         LatentConfig(chunk_prior_lr_delay=-1).validate()
-
-
-def test_set_acting_changes_acting_options_only():
-    """A trained policy may act with an acting option changed (the weights stay); a training option is refused
-    with one line that names the acting options."""
-    policy = make_policy("act", 3, 2, ACTConfig(action_horizon=4, action_steps=4))
-    weights = {k: v.clone() for k, v in policy.state_dict().items()}
-    policy.set_acting(test_latent="prior", action_steps=2)
-    assert policy.config.test_latent == "prior" and policy.config.action_steps == 2
-    assert all(torch.equal(v, policy.state_dict()[k]) for k, v in weights.items())
-    with pytest.raises(ValueError, match="kl_weight is not an acting option of act .those are action_steps, "):
-        policy.set_acting(kl_weight=1.0)
-    with pytest.raises(ValueError, match="action_steps"):
-        policy.set_acting(action_steps=5)  # more than the chunk

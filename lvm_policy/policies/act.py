@@ -61,7 +61,6 @@ class ACTPolicy(Policy):
     has_density = False
     low_noise_differs = False  # acting is deterministic given z; low noise changes nothing
     # compare_baselines rows: ACT as published (z = 0), with temporal ensembling, and with z drawn from the prior
-    acting_options: ClassVar[frozenset[str]] = Policy.acting_options | {"test_latent"}
     benchmark_rows: ClassVar[dict[str, dict]] = {
         "act": {},
         "act-ensemble": {"action_steps": 1, "temporal_ensemble": 0.01},

@@ -129,10 +129,6 @@ class Policy(nn.Module):
     # The rows compare_baselines runs for this class by default: row name -> options changed from the class's
     # defaults. None: one row, named after the class, with its defaults.
     benchmark_rows: ClassVar[dict[str, dict[str, Any]] | None] = None
-    # Config options that only acting reads (neither the loss nor the training data do): a trained policy may act
-    # with them changed (set_acting), and compare_baselines evaluates a row that differs from another row only in
-    # these on that row's training. A class adds its own (e.g. diffusion's inference_steps).
-    acting_options: ClassVar[frozenset[str]] = frozenset({"action_steps", "temporal_ensemble"})
 
     def __init__(
         self,
@@ -302,19 +298,7 @@ class Policy(nn.Module):
         """Execute ``steps`` actions of each predicted chunk before predicting again: an acting choice, the weights
         stay (Diffusion Policy varies its n_action_steps at evaluation the same way). 1 <= steps <= action_horizon;
         a ValueError otherwise. Forgets every environment's queue."""
-        self.set_acting(action_steps=steps)
-
-    def set_acting(self, **options: Any) -> None:
-        """Change options of ``acting_options`` (the weights stay); a ValueError for any other option or an invalid
-        value. Forgets every environment's history, queue and held latent."""
-        other = sorted(set(options) - self.acting_options)
-        if other:
-            raise ValueError(
-                f"{', '.join(other)} {'is not an acting option' if len(other) == 1 else 'are not acting options'} "
-                f"of {self.name} "
-                f"(those are {', '.join(sorted(self.acting_options))})"
-            )
-        config = replace(self.config, **options)
+        config = replace(self.config, action_steps=steps)
         config.validate()
         self.config = config
         self.reset()

@@ -75,7 +75,6 @@ class DiffusionPolicy(Policy):
     config_class = DiffusionConfig
     # diffusion-dp: Diffusion Policy's own low-dimensional configuration (To = 2, H = 16, Ta = 8, noise prediction,
     # DDPM with its 100 training steps at test time), with this package's MLP denoiser in place of its 1-D U-Net.
-    acting_options: ClassVar[frozenset[str]] = Policy.acting_options | {"inference_steps", "eta"}
     benchmark_rows: ClassVar[dict[str, dict]] = {
         "diffusion": {},
         "diffusion-dp": {

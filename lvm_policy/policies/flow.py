@@ -54,7 +54,6 @@ class FlowConfig(PolicyConfig):
 class FlowPolicy(Policy):
     name = "flow"
     # the per-step class and the same with the default lvm's chunks (H = 8, Ta = 4)
-    acting_options: ClassVar[frozenset[str]] = Policy.acting_options | {"steps", "nll_steps"}
     benchmark_rows: ClassVar[dict[str, dict]] = {"flow": {}, "flow-chunk": {"action_horizon": 8, "action_steps": 4}}
     config_class = FlowConfig
     low_noise_differs = False

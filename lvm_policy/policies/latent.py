@@ -334,7 +334,6 @@ class LatentConfig(PolicyConfig):
 class LatentPolicy(Policy):
     name = "lvm"
     config_class = LatentConfig
-    acting_options: ClassVar[frozenset[str]] = Policy.acting_options | {"prior_scale", "hold_latent", "iwae_samples"}
     benchmark_rows: ClassVar[dict[str, dict]] = {
         "lvm": {},  # the default: hierarchical latents over chunks
         "lvm-step": {"latent_scope": "step", "action_horizon": 1, "action_steps": 1},  # the per-step policy
