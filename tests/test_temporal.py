@@ -471,6 +471,23 @@ def test_episode_steps_estimate_the_chunk_level_sums_without_bias():
     assert bool(((mean - torch.stack([full_lik, full_kl])).abs() <= 4 * sem + 1e-4).all()), (mean, full_lik, full_kl)
 
 
+@pytest.mark.parametrize("episode_latent", ["gaussian", "categorical"])
+def test_with_episode_steps_the_episode_prior_still_reads_the_first_observation(episode_latent):
+    """p(z_e | s_0) is conditioned on each episode's first observation, whichever steps are drawn (before the fix
+    it read the first of the steps drawn, a random one)."""
+    chunk = "codebook" if episode_latent == "categorical" else "gaussian"
+    p, obs, act, mask = hierarchical(episode_latent=episode_latent, chunk_latent=chunk)
+    seen = []
+    hook = p.episode_prior.register_forward_hook(lambda m, i, o: seen.append(i[0].detach().clone()))
+    p.config.episode_steps = 2
+    for seed in range(5):
+        torch.manual_seed(seed)
+        p.loss(obs, act, mask)
+    hook.remove()
+    first = p.normalize_obs(obs[:, 0])  # (B, O)
+    assert len(seen) == 5 and all(torch.equal(x, first) for x in seen)
+
+
 def test_episode_steps_feed_the_networks_only_the_steps_drawn():
     """The option's point: the per-step networks (a camera encoder among them) read B x episode_steps steps, not
     every step; with episode_steps at least the episodes' length the loss is today's, number for number."""
@@ -482,7 +499,7 @@ def test_episode_steps_feed_the_networks_only_the_steps_drawn():
     p.config.episode_steps = 2
     p.loss(obs, act, mask)
     hook.remove()
-    assert read == [(4, 6), (4, 2)]
+    assert read == [(4, 6), (4, 3)]  # the steps drawn and s_0 for the episode prior (masked out of the sums)
     p.config.episode_steps = None
     torch.manual_seed(4)
     everything = p.loss(obs, act, mask)[0]

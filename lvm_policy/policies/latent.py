@@ -996,13 +996,17 @@ class LatentPolicy(Policy):
         if mask is None or c.latent_scope != "hierarchical" or c.episode_steps is None:
             return super().loss(obs, act, mask)
         # Whole episodes (B, T, ...): keep episode_steps random steps of each before any network (the camera
-        # encoder included) reads them, and remember the episodes' lengths and action counts.
+        # encoder included) reads them, and remember the episodes' lengths and action counts. The episode prior
+        # p(z_e | s_0) reads a segment's first observation, so s_0 stays in front of the steps drawn, masked out
+        # of every per-step term (it also counts among them where it is drawn).
         obs, act = self._flat(obs, act, 2)
         step, _ = self._segment_masks(mask)
         lengths, actions = step.sum(1), self._actions(mask)  # (B,), ()
         if c.episode_steps < step.shape[1]:
             pick, _ = random_steps(step, c.episode_steps)  # (B, K)
-            obs, act, mask = take_steps(obs, pick), take_steps(act, pick), take_steps(mask, pick)
+            pick = torch.cat([torch.zeros_like(pick[:, :1]), pick], 1)  # (B, 1 + K): s_0, then the steps drawn
+            obs, act, mask = take_steps(obs, pick), take_steps(act, pick), take_steps(mask, pick).clone()
+            mask[:, 0] = False
         loss, logs = self._hierarchical_loss(self.normalize_obs(obs), act, mask, lengths, actions)
         return loss, self._logged(loss, logs)
 
