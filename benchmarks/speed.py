@@ -569,8 +569,9 @@ def _policy_on_demos(name: str, config, demos, train_set, device, cfg: TrainConf
 
 
 def episodes_table(args: Args) -> None:
-    """The default lvm's gradient step on whole demonstration episodes (its two-level ELBO), reading every step of
-    each minibatch episode or --episode-steps random ones, on each dataset of --demos."""
+    """The default lvm's gradient step on whole demonstration episodes (its two-level ELBO), reading the steps its
+    default reads (every step of each minibatch episode with a Gaussian episode latent; the chunk level's
+    segment_steps with a categorical one) or --episode-steps random ones, on each dataset of --demos."""
     from lvm_policy.data import load_demonstrations
     from lvm_policy.policies.latent import LatentConfig
 
@@ -582,7 +583,7 @@ def episodes_table(args: Args) -> None:
     )
     print(
         "| demonstrations | observation | mean episode length | episode latent | episode steps read | ms per step "
-        "| vs every step |"
+        "| vs the default |"
     )
     print("|---|---|---|---|---|---|---|")
     for folder, latent in itertools.product(args.demos, args.episode_latents):
@@ -606,10 +607,8 @@ def episodes_table(args: Args) -> None:
             every = ms if k is None else every
             ratio = f"{every / ms:.1f}x" if every is not None else ""
             length = train_set.obs.shape[0] / train_set.num_episodes
-            print(
-                f"| {folder} | {shape} | {length:.0f} | {latent} | {'every' if k is None else k} | {ms:.0f} | {ratio} |",
-                flush=True,
-            )
+            read = k if k is not None else f"default: {policy._steps_drawn_first() or 'every'}"
+            print(f"| {folder} | {shape} | {length:.0f} | {latent} | {read} | {ms:.0f} | {ratio} |", flush=True)
 
 
 def denormals_table(a: Args) -> None:

@@ -488,6 +488,34 @@ def test_with_episode_steps_the_episode_prior_still_reads_the_first_observation(
     assert len(seen) == 5 and all(torch.equal(x, first) for x in seen)
 
 
+def test_a_categorical_episode_latent_draws_its_steps_before_encoding_with_the_same_numbers():
+    """A categorical z_e is read by no encoder, so the loss draws the chunk level's segment_steps before any network
+    reads the episode (a camera encoder then encodes those images only): the same random draw as drawing them after
+    encoding every step, so on state observations the loss and every gradient are equal to the bit."""
+    from lvm_policy.policies.base import Policy
+
+    p, obs, act, mask = hierarchical(episode_latent="categorical", chunk_latent="codebook", segment_steps=3)
+    read = []
+    hook = p.prior.register_forward_hook(lambda m, i, o: read.append(tuple(i[0].shape[:-1])))
+
+    def loss_and_grads(loss_fn):
+        torch.manual_seed(7)
+        p.zero_grad()
+        loss, _ = loss_fn(obs, act, mask)
+        loss.backward()
+        return [loss.detach()] + [q.grad.clone() for q in p.parameters() if q.grad is not None]
+
+    normalize, encoded = p.normalize_obs, []
+    p.normalize_obs = lambda x: encoded.append(tuple(x.shape[:-1])) or normalize(x)  # what the encoder would read
+    drawn_first = loss_and_grads(p.loss)
+    encoded_all = loss_and_grads(lambda *batch: Policy.loss(p, *batch))  # every step encoded, then drawn
+    hook.remove()
+    assert encoded == [(4, 3), (4,), (4, 6)]  # drawn first: 3 steps and s_0 per episode; else all 6 steps
+    assert len(drawn_first) == len(encoded_all) > 1
+    assert all(torch.equal(a, b) for a, b in zip(drawn_first, encoded_all))
+    assert read[0] == read[1] == (4 * 3, p.config.episode_codes)  # the chunk prior: B segment_steps x codes
+
+
 def test_episode_steps_feed_the_networks_only_the_steps_drawn():
     """The option's point: the per-step networks (a camera encoder among them) read B x episode_steps steps, not
     every step; with episode_steps at least the episodes' length the loss is today's, number for number."""
@@ -499,7 +527,7 @@ def test_episode_steps_feed_the_networks_only_the_steps_drawn():
     p.config.episode_steps = 2
     p.loss(obs, act, mask)
     hook.remove()
-    assert read == [(4, 6), (4, 3)]  # the steps drawn and s_0 for the episode prior (masked out of the sums)
+    assert read == [(4, 6), (4, 2)]
     p.config.episode_steps = None
     torch.manual_seed(4)
     everything = p.loss(obs, act, mask)[0]

@@ -882,6 +882,7 @@ class LatentPolicy(Policy):
         steps: int | None = None,
         lengths: torch.Tensor | None = None,
         weights: tuple[float, float] = (1.0, 1.0),
+        first_obs: torch.Tensor | None = None,
     ):
         """The two-level ELBO's terms per segment, in normalised units: (sum_t log pi (B,), sum_t KL_c (B,),
         KL_e (B,), z_e (B, dz), the episode posterior's mean (B, dz) or its code probabilities (B, K)). obs_n (B, T,
@@ -896,7 +897,10 @@ class LatentPolicy(Policy):
         steps: estimate the sums over t from that many random steps of each episode, scaled by its length over
         the steps drawn (unbiased; the episode encoder still reads every step given); None: every step.
         lengths (B,): the episodes' real lengths when the segments given are already random steps of them
-        (``episode_steps``): the sums over t are scaled to those lengths."""
+        (``episode_steps``): the sums over t are scaled to those lengths. first_obs (B, O): the episodes' first
+        (normalised) observations, which the episode prior p(z_e | s_0) reads, when the segments given do not
+        start with them; None: obs_n[:, 0]."""
+        s0 = obs_n[:, 0] if first_obs is None else first_obs  # (B, O)
         step, dm = self._segment_masks(mask)
         act_n = self.normalize_act(act)
         categorical = self.config.episode_level == "categorical"
@@ -905,9 +909,9 @@ class LatentPolicy(Policy):
             if z_e is None:
                 z_e = mu_e + torch.exp(0.5 * lv_e) * torch.randn_like(mu_e)  # (B, dz)
             log_q_e = diag_gaussian_log_prob(z_e, mu_e, 0.5 * lv_e)  # (B,)
-            prior_e = self.prior_params(obs_n[:, 0], self.episode_prior)
+            prior_e = self.prior_params(s0, self.episode_prior)
             kl_e = log_q_e - self.prior_log_prob(z_e[:, None], prior_e)[:, 0]
-        log_p_codes = torch.log_softmax(self.episode_prior(obs_n[:, 0]), -1) if categorical else None  # (B, K)
+        log_p_codes = torch.log_softmax(self.episode_prior(s0), -1) if categorical else None  # (B, K)
         scale = None if lengths is None else lengths / step.sum(1).clamp_min(1)  # (B,) length over steps given
         if steps is not None and steps < step.shape[1]:
             pick, valid = random_steps(step, steps)  # (B, K) each
@@ -992,28 +996,40 @@ class LatentPolicy(Policy):
     def loss(
         self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        c = self.config
-        if mask is None or c.latent_scope != "hierarchical" or c.episode_steps is None:
+        drawn = self._steps_drawn_first() if mask is not None else None
+        if drawn is None:
             return super().loss(obs, act, mask)
-        # Whole episodes (B, T, ...): keep episode_steps random steps of each before any network (the camera
-        # encoder included) reads them, and remember the episodes' lengths and action counts. The episode prior
-        # p(z_e | s_0) reads a segment's first observation, so s_0 stays in front of the steps drawn, masked out
-        # of every per-step term (it also counts among them where it is drawn).
+        # Whole episodes (B, T, ...): keep the steps drawn before any network (the camera encoder included) reads
+        # them, and remember the episodes' lengths, action counts and first observations (the episode prior's).
         obs, act = self._flat(obs, act, 2)
         step, _ = self._segment_masks(mask)
         lengths, actions = step.sum(1), self._actions(mask)  # (B,), ()
-        if c.episode_steps < step.shape[1]:
-            pick, _ = random_steps(step, c.episode_steps)  # (B, K)
-            pick = torch.cat([torch.zeros_like(pick[:, :1]), pick], 1)  # (B, 1 + K): s_0, then the steps drawn
-            obs, act, mask = take_steps(obs, pick), take_steps(act, pick), take_steps(mask, pick).clone()
-            mask[:, 0] = False
-        loss, logs = self._hierarchical_loss(self.normalize_obs(obs), act, mask, lengths, actions)
+        first = obs[:, 0]  # (B, O)
+        if drawn < step.shape[1]:
+            pick, _ = random_steps(step, drawn)  # (B, K)
+            obs, act, mask = take_steps(obs, pick), take_steps(act, pick), take_steps(mask, pick)
+        loss, logs = self._hierarchical_loss(
+            self.normalize_obs(obs), act, mask, lengths, actions, first_obs=self.normalize_obs(first)
+        )
         return loss, self._logged(loss, logs)
 
-    def _hierarchical_loss(self, obs_n, act, mask, lengths=None, actions=None):
+    def _steps_drawn_first(self) -> int | None:
+        """How many steps of each minibatch episode the hierarchical loss draws before its networks read any:
+        ``episode_steps`` where set; else, for a categorical episode latent (which no encoder reads: only its
+        prior reads s_0), the chunk level's ``segment_steps``, the only steps its terms read, drawn as they would
+        be after encoding every step (the same random draw, so on states the same numbers, and on images the
+        camera encoder runs on segment_steps images of an episode, not all of them). None: every step is read."""
+        c = self.config
+        if c.latent_scope != "hierarchical":
+            return None
+        if c.episode_steps is not None:
+            return c.episode_steps
+        return c.segment_steps if c.episode_level == "categorical" else None
+
+    def _hierarchical_loss(self, obs_n, act, mask, lengths=None, actions=None, first_obs=None):
         weights = (self.beta_now, self._episode_beta_now())
         log_lik, kl_c, kl_e, _, mu_e = self.hierarchical_elbo_terms(
-            obs_n, act, mask, steps=self.config.segment_steps, lengths=lengths, weights=weights
+            obs_n, act, mask, steps=self.config.segment_steps, lengths=lengths, weights=weights, first_obs=first_obs
         )
         actions = self._actions(mask) if actions is None else actions
         kl_e_weighed = kl_e.sum()
