@@ -607,7 +607,7 @@ def episodes_table(args: Args) -> None:
             every = ms if k is None else every
             ratio = f"{every / ms:.1f}x" if every is not None else ""
             length = train_set.obs.shape[0] / train_set.num_episodes
-            read = k if k is not None else f"default: {policy._steps_drawn_first() or 'every'}"
+            read = k if k is not None else f"default: {policy.steps_drawn_first() or 'every'}"
             print(f"| {folder} | {shape} | {length:.0f} | {latent} | {read} | {ms:.0f} | {ratio} |", flush=True)
 
 

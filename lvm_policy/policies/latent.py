@@ -996,7 +996,7 @@ class LatentPolicy(Policy):
     def loss(
         self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        drawn = self._steps_drawn_first() if mask is not None else None
+        drawn = self.steps_drawn_first() if mask is not None else None
         if drawn is None:
             return super().loss(obs, act, mask)
         # Whole episodes (B, T, ...): keep the steps drawn before any network (the camera encoder included) reads
@@ -1013,7 +1013,7 @@ class LatentPolicy(Policy):
         )
         return loss, self._logged(loss, logs)
 
-    def _steps_drawn_first(self) -> int | None:
+    def steps_drawn_first(self) -> int | None:
         """How many steps of each minibatch episode the hierarchical loss draws before its networks read any:
         ``episode_steps`` where set; else, for a categorical episode latent (which no encoder reads: only its
         prior reads s_0), the chunk level's ``segment_steps``, the only steps its terms read, drawn as they would
