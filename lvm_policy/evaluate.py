@@ -217,10 +217,17 @@ def summarize(r: Episodes, reference: dict[str, Any] | None = None) -> dict[str,
 def eval_score(metrics: dict[str, Any]) -> float:
     """Periodic-evaluation score that picks best/: the success rate (else the mean return; without rollouts the
     negative validation NLL), minus the part of the mode TV beyond 0.05 (a 1,000-episode estimate of a 50/50
-    share carries about +-0.03)."""
+    share carries about +-0.03).
+
+    An evaluation in which no episode succeeds scores in (-2, -1), rising with its mean return: below any
+    evaluation with a success, and ordered among its like by progress, where a dense reward measures it. Without
+    this, a run that never succeeds kept its first checkpoint as best/ (every such evaluation tied)."""
     base = metrics.get("success_rate", metrics.get("mean_return", -metrics.get("nll", math.inf)))
     if not math.isfinite(base):  # no density and no rollouts: nothing to rank; training keeps its final weights
         return -math.inf
+    ret = metrics.get("mean_return", math.nan)
+    if "success_rate" in metrics and base == 0.0 and math.isfinite(ret):
+        return -1.5 + 0.5 * ret / (1.0 + abs(ret))  # a monotone map of the return into (-2, -1)
     tv = metrics.get("mode_tv", 0.0)
     return base - (max(0.0, tv - 0.05) if math.isfinite(tv) else 1.0)
 

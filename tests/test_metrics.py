@@ -144,3 +144,20 @@ def test_tv_noise_floor_matches_the_binomial_value():
     mean, p95 = tv_noise_floor([0.5, 0.5], 900, 10_000, draws=400)
     expected = math.sqrt(0.25 / 900 + 0.25 / 10_000) * math.sqrt(2 / math.pi)
     assert abs(mean - expected) < 0.15 * expected and p95 > mean
+
+
+def test_eval_score_ranks_failing_evaluations_by_return_below_any_success():
+    from lvm_policy.evaluate import eval_score
+
+    def fail(ret: float) -> dict:
+        return dict(success_rate=0.0, mode_tv=math.nan, mean_return=ret)
+
+    # no success anywhere: later, longer-driving checkpoints must beat the first (they used to tie at -1)
+    assert eval_score(fail(1.79)) < eval_score(fail(5.46)) < eval_score(fail(60.0)) < -1.0
+    assert eval_score(fail(-3.0)) > -2.0
+    # one success beats every failure, however far the failures drove; the success ranking itself is unchanged
+    rare = dict(success_rate=0.001, mode_tv=1.0, mean_return=0.1)
+    assert eval_score(rare) > eval_score(fail(1e6))
+    assert eval_score(dict(success_rate=1.0, mode_tv=0.03, mean_return=1.0)) == 1.0
+    assert eval_score(dict(success_rate=0.9, mode_tv=0.15, mean_return=1.0)) == 0.9 - 0.1
+    assert eval_score(dict(nll=2.0)) == -2.0 and eval_score({}) == -math.inf
