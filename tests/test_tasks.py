@@ -297,6 +297,25 @@ def test_summary_prefers_a_current_measurement_to_a_superseded_one(tmp_path):
     assert lines[-1].startswith("† measured under an earlier definition")
 
 
+def test_times_add_up_runs_and_their_final_evaluations(tmp_path):
+    """times.md: per cell the mean over seeds of training plus evaluations (an evaluation reused for the other
+    acting mode counts once), the grid x 3 seeds, and the final evaluations' share of --task all."""
+    module = _compare_module()
+
+    def rows(policy, seed, train, evals):
+        return [dict(policy=policy, seed=seed, deterministic=d, success_rate=1.0, mode_tv=0.0, nll=-3.0,
+                     train_seconds=train, eval_seconds=e) for d, e in zip((False, True), evals)]  # fmt: skip
+
+    _write_results(tmp_path / "tree_avoid", rows("gmm", 0, 10.0, (2.0, 3.0)) + rows("gmm", 1, 30.0, (4.0, 4.0)))
+    _write_results(tmp_path / "tree_avoid_pixels", rows("gmm", 0, 100.0, (50.0, 50.0)))  # not in --task all
+    module.write_summary(tmp_path)
+    text = (tmp_path / "times.md").read_text()
+    # seed 0: 10 + 2 + 3 = 15 s; seed 1: 30 + 4 = 34 s (one evaluation for both modes); mean 24.5, x 3 = 73.5
+    assert "| gmm | 24 | 150 |" in text and "| **3 seeds, every row** | **74** | **450** |" in text
+    assert "| of which final evaluations | 14 | 150 |" in text  # 3 x (5 + 4) / 2 = 13.5; 3 x 50
+    assert "`--task all` (tree_avoid) adds up to 74 s" in text and "take 14 s" in text
+
+
 def test_compare_rows_with_changed_options():
     from lvm_policy.errors import ConfigError
 
